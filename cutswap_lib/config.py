@@ -1,0 +1,54 @@
+"""The one profile switch of the course.
+
+``CUTSWAP_PROFILE=fast|default|paper`` selects a :class:`Profile` of sizes:
+
+* ``fast``    – what CI runs: tiny images, few samples, seconds per notebook.
+* ``default`` – what a person at the keyboard gets on a laptop CPU.
+* ``paper``   – what a GPU user runs to reproduce the tables (paper sizes).
+
+This is the only place in the library that reads an environment variable;
+notebooks call :func:`get_profile` in their configuration cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+PROFILE_ENV = "CUTSWAP_PROFILE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Sizes that scale a run from CI smoke test to paper reproduction."""
+
+    name: str
+    image_size: int  # side of the square input fed to the networks (px)
+    toy_train: int  # normal training images per toy category
+    toy_test_good: int  # normal test images per toy category
+    toy_test_defect: int  # test images per defect kind
+    coreset_ratio: float  # PatchCore memory-bank fraction
+    batch_size: int
+    epochs: int  # self-supervised fine-tuning epochs (CutSwap paper: 256)
+
+
+PROFILES: dict[str, Profile] = {
+    "fast": Profile("fast", image_size=64, toy_train=16, toy_test_good=6, toy_test_defect=3,
+                    coreset_ratio=0.1, batch_size=16, epochs=1),
+    "default": Profile("default", image_size=128, toy_train=60, toy_test_good=20,
+                       toy_test_defect=10, coreset_ratio=0.1, batch_size=32, epochs=8),
+    "paper": Profile("paper", image_size=224, toy_train=200, toy_test_good=40,
+                     toy_test_defect=20, coreset_ratio=0.1, batch_size=96, epochs=256),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the profile called ``name``, else the one named by ``$CUTSWAP_PROFILE``, else ``default``."""
+    name = name or os.environ.get(PROFILE_ENV, "default")
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown profile {name!r} (from ${PROFILE_ENV} or the caller); "
+            f"choose one of {sorted(PROFILES)}"
+        ) from None
