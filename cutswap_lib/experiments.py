@@ -1,0 +1,133 @@
+"""Command-line experiments: the runs behind ``python -m cutswap_lib``.
+
+Each function takes plain arguments, calls the library and returns rows (dicts) that
+the command line prints as a Markdown table and writes as CSV. No argument parsing
+here (that lives in ``__main__``), no notebook code.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from . import metrics, viz
+from .config import Profile
+from .data import TOY_CATEGORIES, AnomalyDataset, ensure_toy_dataset
+from .patchcore import PatchCore
+
+RESULT_COLUMNS = ["category", "backbone", "weights", "coreset", "image_auroc", "pixel_auroc",
+                  "pixel_ap", "aupro", "fit_s", "predict_s"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """A backbone as the tables name it: network name and weights policy."""
+
+    name: str
+    weights: str | None  # "imagenet" or None (random init)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({'ImageNet' if self.weights else 'random init'})"
+
+
+# The main job's table: the random-init floor beside the ImageNet network that
+# reaches an offline machine (see cutswap_lib.backbones).
+DEFAULT_BACKBONES = (BackboneSpec("resnet18", None), BackboneSpec("efficientnet_lite0", "imagenet"))
+
+
+def load_split(root: Path, category: str, split: str, image_size: int):
+    """All samples of one split as tensors: images ``(N,3,S,S)``, masks ``(N,S,S)``, labels ``(N,)``, paths."""
+    ds = AnomalyDataset(root, category, split, image_size=image_size)
+    loader = torch.utils.data.DataLoader(ds, batch_size=len(ds), shuffle=False)
+    images, masks, labels, paths = next(iter(loader))
+    return images, masks[:, 0], labels, list(paths)
+
+
+def run_patchcore(root: Path, category: str, spec: BackboneSpec, *, image_size: int,
+                  coreset_ratio: float, seed: int = 0, device: str | None = None,
+                  progress: bool = True):
+    """Fit PatchCore on ``train/good`` and evaluate on ``test``; returns (row, predictions)."""
+    torch.manual_seed(seed)  # random-init backbones are drawn from torch's global RNG
+    train_images, _, _, _ = load_split(root, category, "train", image_size)
+    test_images, test_masks, test_labels, test_paths = load_split(root, category, "test", image_size)
+    model = PatchCore(spec.name, weights=spec.weights, coreset_ratio=coreset_ratio,
+                      device=device, seed=seed, progress=progress)
+    t0 = time.perf_counter()
+    model.fit(train_images)
+    t1 = time.perf_counter()
+    scores, maps = model.predict(test_images)
+    t2 = time.perf_counter()
+    row = {"category": category, "backbone": spec.name,
+           "weights": model.extractor.weights_loaded, "coreset": coreset_ratio,
+           **metrics.evaluate(test_labels, scores, test_masks, maps),
+           "fit_s": t1 - t0, "predict_s": t2 - t1}
+    preds = {"images": test_images, "masks": test_masks, "labels": test_labels,
+             "scores": scores, "maps": maps, "paths": test_paths}
+    return row, preds
+
+
+def write_csv(rows: list[dict], path: Path, columns: list[str] = RESULT_COLUMNS) -> Path:
+    """Write ``rows`` to ``path`` as CSV (parent folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def save_anomaly_figure(preds: dict, title: str, path: Path, n_show: int = 6) -> Path:
+    """Overlay figure of the ``n_show`` highest-scoring anomalous and a normal test image."""
+    labels = preds["labels"]
+    anomalous = torch.nonzero(labels == 1).flatten()
+    normal = torch.nonzero(labels == 0).flatten()
+    order = anomalous[preds["scores"][anomalous].argsort(descending=True)]
+    pick = torch.cat([order[: n_show - 1], normal[:1]])
+    titles = [f"{Path(preds['paths'][i]).parent.name}/{Path(preds['paths'][i]).name} "
+              f"score {preds['scores'][i]:.2f}" for i in pick.tolist()]
+    fig = viz.show_anomaly_maps(preds["images"][pick], preds["maps"][pick],
+                                preds["masks"][pick], titles=titles)
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def toy_patchcore_table(profile: Profile, *, data_root: Path, results: Path,
+                        categories=TOY_CATEGORIES, backbones=DEFAULT_BACKBONES,
+                        coreset_ratio: float | None = None, seed: int = 0,
+                        device: str | None = None, progress: bool = True) -> list[dict]:
+    """The main job: PatchCore on every toy category and backbone; CSV, Markdown and figures.
+
+    Generates the toy dataset under ``data_root`` when absent, writes
+    ``results/patchcore_toy.csv``, ``results/patchcore_toy.md`` and one overlay figure
+    per (category, backbone) under ``results/figures/``.
+    """
+    coreset_ratio = profile.coreset_ratio if coreset_ratio is None else coreset_ratio
+    rows = []
+    for category in categories:
+        ensure_toy_dataset(data_root, category, n_train=profile.toy_train,
+                           n_test_good=profile.toy_test_good,
+                           n_test_defect=profile.toy_test_defect,
+                           image_size=profile.image_size, seed=seed)
+        for spec in backbones:
+            row, preds = run_patchcore(data_root, category, spec, image_size=profile.image_size,
+                                       coreset_ratio=coreset_ratio, seed=seed, device=device,
+                                       progress=progress)
+            rows.append(row)
+            print(f"  {category:8s} {spec.label:34s} image AUROC {row['image_auroc']:.3f}  "
+                  f"pixel AUROC {row['pixel_auroc']:.3f}  AUPRO {row['aupro']:.3f}", flush=True)
+            save_anomaly_figure(preds, f"PatchCore, {spec.label}, toy {category}",
+                                results / "figures" / f"patchcore_{category}_{spec.name}.png")
+    write_csv(rows, results / "patchcore_toy.csv")
+    table = viz.format_results_table(rows, RESULT_COLUMNS)
+    (results / "patchcore_toy.md").write_text(table + "\n")
+    return rows
