@@ -1,0 +1,18 @@
+"""Shared fixtures: one small toy dataset per test session."""
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from cutswap_lib.data import TOY_CATEGORIES, make_toy_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory):
+    """A fast-profile toy dataset (64 px) with every category, generated once per session."""
+    root = tmp_path_factory.mktemp("toy")
+    for category in TOY_CATEGORIES:
+        make_toy_dataset(root, category, n_train=16, n_test_good=6, n_test_defect=3,
+                         image_size=64, seed=0)
+    return root
