@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import experiments, viz
-from .config import PROFILES, get_profile
+from .config import PROFILES, get_profile, results_root, toy_root
 from .data import TOY_CATEGORIES
 
 
@@ -25,8 +25,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
                         help="sizes to use (default: $CUTSWAP_PROFILE, else 'default')")
     parser.add_argument("--categories", nargs="+", choices=TOY_CATEGORIES, default=list(TOY_CATEGORIES))
-    parser.add_argument("--data-root", type=Path, default=Path("data/toy"))
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="toy dataset folder (default: data/toy_<profile>)")
+    parser.add_argument("--results", type=Path, default=None, help="output folder (default: results/)")
     parser.add_argument("--coreset-ratio", type=float, default=None,
                         help="PatchCore memory fraction (default: the profile's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -38,6 +39,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     profile = get_profile(args.profile)
+    args.data_root = args.data_root or toy_root(profile)
+    args.results = args.results or results_root()
     print(f"cutswap_lib main job: PatchCore on the toy dataset (profile '{profile.name}', "
           f"{profile.image_size} px, {profile.toy_train} training images per category)")
     t0 = time.perf_counter()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 PROFILE_ENV = "CUTSWAP_PROFILE"
 
@@ -52,3 +53,21 @@ def get_profile(name: str | None = None) -> Profile:
             f"unknown profile {name!r} (from ${PROFILE_ENV} or the caller); "
             f"choose one of {sorted(PROFILES)}"
         ) from None
+
+
+def data_root() -> Path:
+    """Where datasets live: the checkout's ``data/`` folder when run from a clone, else ``./data``."""
+    checkout_data = Path(__file__).resolve().parents[1] / "data"
+    if (checkout_data / "README.md").exists():
+        return checkout_data
+    return Path.cwd() / "data"
+
+
+def toy_root(profile: Profile) -> Path:
+    """The toy dataset of ``profile`` (one folder per profile, so profiles never overwrite each other)."""
+    return data_root() / f"toy_{profile.name}"
+
+
+def results_root() -> Path:
+    """Where runs write tables and figures: ``results/`` beside ``data/``."""
+    return data_root().parent / "results"
