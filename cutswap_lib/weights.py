@@ -261,12 +261,14 @@ def choose_backbone(preferred: str = "resnet18", verbose: bool = True) -> str:
         raise ValueError(f"unknown backbone {preferred!r}; choose one of {BACKBONES}")
     ok, why = _availability(preferred)
     choice = preferred
-    if not ok:
+    if not ok and preferred != LITE0:
         lite_ok, lite_why = _availability(LITE0)
         if lite_ok:
             choice, why = LITE0, f"{why}; {lite_why}"
         else:
-            why = f"{why}, nor Lite0's ({lite_why}): random init"
+            why = f"{why}, and {lite_why}: random init"
+    elif not ok:
+        why = f"{why}: random init"
     if verbose:
         print(f"backbone: {choice} ({why})")
     return choice
