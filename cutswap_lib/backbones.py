@@ -55,7 +55,8 @@ fixed for 224 px; both agree exactly at 224 px).
 
 Extractors run only up to the deepest requested level: deeper modules are removed, so
 they neither run nor appear in ``parameters()``. They start in eval mode and work with
-or without gradients (the CutSwap training loop fine-tunes them).
+or without gradients (the CutSwap training loop fine-tunes them); Lite0's stochastic
+depth ("drop connect", train mode only) is not applied inside an extractor.
 """
 
 from __future__ import annotations

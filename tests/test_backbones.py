@@ -121,6 +121,20 @@ def test_layercam_runs_on_lite0_levels(lite0, photos):
     assert (maps.reshape(2, 5, -1).max(-1) > 0).all()  # every level saw something
 
 
+def test_layercam_runs_on_resnet18_levels():
+    from pytorch_grad_cam import LayerCAM
+
+    torch.manual_seed(0)
+    clf = B.build_classifier("resnet18", weights=None)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    layers = B.saliency_target_layers("resnet18", clf)
+    assert layers == [clf.net.relu, clf.net.layer1, clf.net.layer2, clf.net.layer3, clf.net.layer4]
+    with LayerCAM(clf, target_layers=layers) as cam:
+        cam(input_tensor=x, targets=None)
+        maps = np.concatenate(cam.compute_cam_per_layer(x, None, False), axis=1)
+    assert maps.shape == (2, 5, SIZE, SIZE) and np.isfinite(maps).all()
+
+
 def test_vgg16_saliency_layers_are_the_papers_max_pools():
     with torch.device("meta"):  # structure only: no memory, no init cost
         net = torchvision.models.vgg16()
