@@ -1,0 +1,24 @@
+"""Data: MVTec-layout datasets, download helpers for the real benchmarks, and the toy dataset.
+
+* :mod:`.folder`   – :class:`AnomalyDataset` over any MVTec-layout folder, :func:`load_rgb`
+* :mod:`.toy`      – the generated toy inspection dataset (fabric, disc, board)
+* :mod:`.registry` – :data:`DATASETS`, one download record per real dataset
+* :mod:`.download` – :func:`download_dataset`, :func:`verify_checksum`, :func:`safe_extract`
+* :mod:`.prepare`  – VisA / BTAD / KolektorSDD2 → MVTec layout
+"""
+
+from .download import download_dataset, safe_extract, verify_checksum
+from .errors import ChecksumError, DatasetError, DownloadError, UnsafeArchiveError
+from .folder import IMAGE_EXTENSIONS, AnomalyDataset, Sample, load_mask, load_rgb
+from .prepare import prepare_btad, prepare_ksdd2, prepare_visa
+from .registry import DATASETS, DatasetRecord
+from .toy import (TOY_CATEGORIES, TOY_DEFECTS, ToySample, ensure_toy_dataset, make_toy_dataset,
+                  render_toy_sample, toy_foreground_path)
+
+__all__ = [
+    "AnomalyDataset", "ChecksumError", "DATASETS", "DatasetError", "DatasetRecord", "DownloadError",
+    "IMAGE_EXTENSIONS", "Sample", "TOY_CATEGORIES", "TOY_DEFECTS", "ToySample", "UnsafeArchiveError",
+    "download_dataset", "ensure_toy_dataset", "load_mask", "load_rgb", "make_toy_dataset",
+    "prepare_btad", "prepare_ksdd2", "prepare_visa", "render_toy_sample", "safe_extract",
+    "toy_foreground_path", "verify_checksum",
+]

@@ -1,0 +1,208 @@
+"""Download, verify and safely unpack the real datasets of :data:`~cutswap_lib.data.registry.DATASETS`.
+
+Layout under a data root (e.g. ``data/``)::
+
+    archives/<archive>          the downloaded file (or one you placed there by hand)
+    <unpacks_to>/               the extracted archive (VisA, BTAD, KSDD2: raw layout)
+    <folder>/                   MVTec layout, what AnomalyDataset(root/<folder>, category, split) reads
+    <folder>/.cutswap_ready.json  written last; its presence means "done"
+
+On a machine without internet (CI, this course's dev boxes) every call ends in a
+:class:`DownloadError` that points to the toy dataset and to manual placement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import posixpath
+import re
+import stat
+import tarfile
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+from .errors import ChecksumError, DatasetError, DownloadError, UnsafeArchiveError
+from .prepare import prepare_btad, prepare_ksdd2, prepare_visa
+from .registry import DATASETS, DatasetRecord
+
+READY_MARKER = ".cutswap_ready.json"
+_CHUNK = 1 << 20
+
+
+def verify_checksum(path, expected: str | None, algo: str = "sha256") -> str:
+    """Hash ``path`` with ``algo`` and compare with ``expected`` (hex); returns the digest.
+
+    Mismatch raises :class:`ChecksumError`; ``expected=None`` (nothing published) only warns.
+    """
+    path = Path(path)
+    if algo not in hashlib.algorithms_guaranteed:
+        raise ValueError(f"unknown checksum algorithm {algo!r}")
+    h = hashlib.new(algo)
+    size = path.stat().st_size
+    with path.open("rb") as fh, tqdm(total=size, unit="B", unit_scale=True, desc=f"{algo} {path.name}",
+                                     disable=size < (64 << 20)) as bar:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+            bar.update(len(chunk))
+    digest = h.hexdigest()
+    if expected is None:
+        warnings.warn(f"no published {algo} checksum for {path.name}: its integrity is NOT verified "
+                      f"(computed {algo} {digest})", stacklevel=2)
+    elif digest.lower() != expected.strip().lower():
+        raise ChecksumError(f"{path}: {algo} checksum mismatch: expected {expected}, got {digest}. "
+                            f"The file is truncated, corrupt or a different release; delete it and "
+                            f"download again (download_dataset(..., force=True)).")
+    return digest
+
+
+# ------------------------------------------------------------------------------------ extraction
+
+def _check_name(archive: Path, name: str) -> str:
+    """Refuse absolute names, drive letters and ``..``; return the name as a clean posix path."""
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing to extract")
+    if ".." in PurePosixPath(posix).parts:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} climbs out with '..'; refusing to extract")
+    return posixpath.normpath(posix)
+
+
+def _check_link(archive: Path, name: str, link: str, relative_to_member: bool) -> None:
+    """Refuse a (sym/hard) link whose target resolves outside the extraction folder."""
+    link = link.replace("\\", "/")
+    base = posixpath.dirname(name) if relative_to_member else ""
+    resolved = posixpath.normpath(posixpath.join(base, link))
+    if link.startswith("/") or re.match(r"^[A-Za-z]:", link) or resolved == ".." or resolved.startswith("../"):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} is a link to {link!r}, outside the "
+                                 f"extraction folder; refusing to extract")
+
+
+def _tar_members(archive: Path, tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    members = tar.getmembers()
+    for m in members:
+        _check_name(archive, m.name)
+        if m.issym():
+            _check_link(archive, m.name, m.linkname, relative_to_member=True)
+        elif m.islnk():
+            _check_name(archive, m.linkname)
+        elif not (m.isfile() or m.isdir()):
+            raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a device or fifo; refusing to extract")
+    return members
+
+
+def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    members = zf.infolist()
+    for info in members:
+        _check_name(archive, info.filename)
+        if stat.S_ISLNK(info.external_attr >> 16):  # unix symlink stored in the zip
+            _check_link(archive, info.filename, zf.read(info).decode("utf-8", "replace"),
+                        relative_to_member=True)
+    return members
+
+
+def safe_extract(archive, target) -> Path:
+    """Extract a .zip / .tar / .tar.gz / .tar.xz / .tar.bz2 ``archive`` into ``target``; returns ``target``.
+
+    Every member is checked *before* anything is written: absolute paths, ``..``,
+    symlinks or hardlinks pointing outside ``target`` and device files raise
+    :class:`UnsafeArchiveError` naming the member. (Tar extraction also uses Python's
+    ``data`` filter where available, as a second line of defence.)
+    """
+    archive, target = Path(archive), Path(target)
+    if not archive.is_file():
+        raise DatasetError(f"archive not found: {archive}")
+    target.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in tqdm(_zip_members(archive, zf), desc=f"extract {archive.name}", unit="file"):
+                zf.extract(info, target)
+    elif tarfile.is_tarfile(archive):
+        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tqdm(_tar_members(archive, tar), desc=f"extract {archive.name}", unit="file"):
+                tar.extract(member, target, **kwargs)
+    else:
+        raise DatasetError(f"{archive} is neither a zip nor a tar archive")
+    return target
+
+
+# ------------------------------------------------------------------------------------ download
+
+def _fetch(url: str, dest: Path, *, size_hint: int | None, timeout: float) -> None:
+    """Stream ``url`` to ``dest`` with a progress bar (via ``dest.part``, renamed when complete)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    request = urllib.request.Request(url, headers={"User-Agent": "cutswap-lib (python urllib)"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp, part.open("wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or size_hint
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+                while chunk := resp.read(_CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+
+
+def _offline_message(record: DatasetRecord, key: str, archive: Path, root: Path, err: BaseException) -> str:
+    return (f"cannot fetch {record.name} from {record.url} from this machine ({type(err).__name__}: {err}). "
+            f"Offline (CI, a sandbox)? Use the generated toy dataset instead: "
+            f"cutswap_lib.data.make_toy_dataset({str(root)!r}, 'disc') (categories fabric, disc, board). "
+            f"Or fetch {record.archive} elsewhere and place it at {archive}, then call "
+            f"download_dataset({key!r}, {str(root)!r}) again (it verifies and unpacks it); "
+            f"an already unpacked MVTec-layout copy can be read directly with AnomalyDataset.")
+
+
+def _prepare(key: str, raw: Path, out: Path) -> None:
+    """Turn the extracted archive at ``raw`` into MVTec layout at ``out`` (nothing to do for MVTec AD)."""
+    if key == "visa":
+        split_csv = raw / "split_csv" / "1cls.csv"
+        if not split_csv.is_file():
+            found = sorted(raw.rglob("1cls.csv"))
+            if not found:
+                raise DatasetError(f"VisA split file split_csv/1cls.csv not found under {raw}")
+            split_csv = found[0]
+        prepare_visa(split_csv.parent.parent, split_csv, out)
+    elif key == "btad":
+        prepare_btad(raw, out)
+    elif key == "ksdd2":
+        prepare_ksdd2(raw, out)
+
+
+def download_dataset(name: str, root, *, force: bool = False, timeout: float = 30.0) -> Path:
+    """Download, verify, extract and prepare dataset ``name`` (a key of ``DATASETS``) under ``root``.
+
+    Returns ``root/<folder>``, an MVTec-layout folder for :class:`AnomalyDataset`. Does
+    nothing when that folder is already marked ready, unless ``force`` (which also
+    re-downloads the archive). Network failures raise :class:`DownloadError` (with what
+    to do offline), checksum mismatches :class:`ChecksumError`.
+    """
+    key = name.lower()
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    record, root = DATASETS[key], Path(root)
+    out, archive = root / record.folder, root / "archives" / record.archive
+    if (out / READY_MARKER).is_file() and not force:
+        return out
+    if force or not archive.is_file():
+        try:
+            _fetch(record.url, archive, size_hint=record.size_bytes, timeout=timeout)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+            raise DownloadError(_offline_message(record, key, archive, root, err)) from err
+    digest = verify_checksum(archive, record.checksum, record.checksum_algo)
+    raw = root / record.unpacks_to
+    safe_extract(archive, raw)
+    _prepare(key, raw, out)
+    (out / READY_MARKER).write_text(json.dumps({"dataset": key, "archive": record.archive,
+                                                record.checksum_algo: digest}, indent=2) + "\n")
+    return out
