@@ -2,7 +2,7 @@
 
 Not part of the test run (pytest collects ``test_*.py`` only). Each backbone runs its
 PatchCore levels (Lite0 ``_blocks.4`` + ``_blocks.10``, the ResNets ``layer2`` +
-``layer3``) on the same random batch, under ``torch.no_grad``, after warm-up; the table
+``layer3``) on the same random batch, under ``torch.no_grad``, after warm-up, taking turns; the table
 gives the median time per image, the patch-feature dimension (channels of the levels
 concatenated) and the patches per image (the stride-8 grid). Weights do not change the
 speed, so the torchvision networks run with random init (no download needed).
@@ -30,27 +30,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_extractor(name: str, size: int, batch: int, repeats: int, warmup: int,
-                   device: torch.device) -> dict:
-    """Median ms per image of ``name``'s PatchCore levels on a ``(batch, 3, size, size)`` input."""
+def time_extractors(size: int, batch: int, repeats: int, warmup: int,
+                    device: torch.device) -> list[dict]:
+    """Median ms per image of each network's PatchCore levels on one ``(batch, 3, size, size)`` input.
+
+    The networks take turns within every repeat (round robin), so that load from other
+    processes on a shared machine falls on all of them alike.
+    """
     torch.manual_seed(0)
-    weights = "imagenet" if name == "efficientnet_lite0" else None
-    fe = build_feature_extractor(name, weights=weights, device=device)
+    extractors = [build_feature_extractor(n, weights="imagenet" if n == "efficientnet_lite0"
+                                          else None, device=device) for n in NETWORKS]
     x = torch.rand(batch, 3, size, size, device=device)
-    times = []
+    times: list[list[float]] = [[] for _ in extractors]
+    grids = []
     with torch.no_grad():
         for i in range(warmup + repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            out = fe(x)
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    grid = next(iter(out.values())).shape[-2:]  # the shallowest level sets PatchCore's grid
-    return {"name": name, "layers": "+".join(fe.layers),
-            "ms_per_image": 1000 * statistics.median(times) / batch,
-            "dim": sum(fe.channels.values()), "patches": grid[0] * grid[1],
-            "params_m": sum(p.numel() for p in fe.parameters()) / 1e6}
+            for k, fe in enumerate(extractors):
+                _sync(device)
+                t0 = time.perf_counter()
+                out = fe(x)
+                _sync(device)
+                if i >= warmup:
+                    times[k].append(time.perf_counter() - t0)
+                elif i == 0:
+                    grids.append(next(iter(out.values())).shape[-2:])  # shallowest level's grid
+    return [{"name": fe.name, "layers": "+".join(fe.layers),
+             "ms_per_image": 1000 * statistics.median(t) / batch,
+             "spread": (1000 * min(t) / batch, 1000 * max(t) / batch),
+             "dim": sum(fe.channels.values()), "patches": g[0] * g[1],
+             "params_m": sum(p.numel() for p in fe.parameters()) / 1e6}
+            for fe, t, g in zip(extractors, times, grids)]
 
 
 def main(argv=None) -> list[dict]:
@@ -68,15 +77,15 @@ def main(argv=None) -> list[dict]:
     print(f"feature extraction, {args.size} px, batch {args.batch}, {args.device} "
           f"({torch.get_num_threads()} threads), median of {args.repeats} after "
           f"{args.warmup} warm-up")
-    rows = [time_extractor(n, args.size, args.batch, args.repeats, args.warmup, device)
-            for n in NETWORKS]
+    rows = time_extractors(args.size, args.batch, args.repeats, args.warmup, device)
     base = rows[0]["ms_per_image"]
-    print(f"{'backbone':<20}{'levels':<24}{'ms/image':>10}{'vs lite0':>10}{'dim':>7}"
-          f"{'patches':>9}{'params (M)':>12}")
+    print(f"{'backbone':<20}{'levels':<22}{'ms/image':>9}{'(min-max)':>14}{'vs lite0':>10}"
+          f"{'dim':>6}{'patches':>9}{'params (M)':>12}")
     for r in rows:
-        print(f"{r['name']:<20}{r['layers']:<24}{r['ms_per_image']:>10.1f}"
-              f"{r['ms_per_image'] / base:>9.2f}x{r['dim']:>7}{r['patches']:>9}"
-              f"{r['params_m']:>12.2f}")
+        lo, hi = r["spread"]
+        print(f"{r['name']:<20}{r['layers']:<22}{r['ms_per_image']:>9.1f}"
+              f"{f'({lo:.0f}-{hi:.0f})':>14}{r['ms_per_image'] / base:>9.2f}x{r['dim']:>6}"
+              f"{r['patches']:>9}{r['params_m']:>12.2f}")
     return rows
 
 
