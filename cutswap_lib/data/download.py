@@ -91,8 +91,8 @@ def _tar_members(archive: Path, tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
         _check_name(archive, m.name)
         if m.issym():
             _check_link(archive, m.name, m.linkname, relative_to_member=True)
-        elif m.islnk():
-            _check_name(archive, m.linkname)
+        elif m.islnk():  # hardlink targets are archive paths, relative to the extraction folder
+            _check_link(archive, m.name, m.linkname, relative_to_member=False)
         elif not (m.isfile() or m.isdir()):
             raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a device or fifo; refusing to extract")
     return members
