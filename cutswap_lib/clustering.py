@@ -12,13 +12,19 @@ each map is sorted once; then a Lloyd step is a ``searchsorted`` of the k - 1 mi
 and k interval means from prefix sums: O(k log N) per step instead of O(k N). A value
 exactly on a midpoint goes to the lower cluster (as ``argmin`` does in scikit-learn).
 
-**Initialisation** (the paper does not state one). Deterministic: two starts run side
-by side and the one with lower inertia (sum of squared distances) is kept – the
-quantiles ``(2i+1)/(2K)`` of the map's values, and the same fractions of its value range
-``[min, max]``. Saliency maps are skewed (mostly near 0), where the second start
-usually wins. Lloyd steps then run until the partition no longer changes (at most
-``max_iter``). **Empty clusters** are handled as scikit-learn does: the first empty
-centroid moves to the value farthest from its own centroid, one per step. A map with
+**Initialisation** (the paper does not state one; it cites Hartigan & Wong's k-means,
+this is Lloyd's). Deterministic and near-global: the optimal K intervals whose cuts lie
+on a grid of 2 x 65 candidate positions of the sorted values (65 rank-spaced, 65
+value-spaced; ``GRID``) by dynamic programming over cuts (as Ckmeans.1d.dp does over all
+positions), with exact interval costs from prefix sums; O(K * 130^2) per map whatever
+its size. Lloyd steps then run on all pixels until the partition no longer changes (at
+most ``max_iter``). Simple starts (quantiles, or evenly spaced values) ended up to 5 %
+above scikit-learn's best-of-10 inertia on skewed maps; this start stays within 0.03 %
+of it on the maps tried (``GRID = 128``: 1e-5, at 4x the initialisation cost) and is
+usually slightly below (scikit-learn stops at ``tol=1e-4``).
+**Empty clusters** are handled much as scikit-learn does (which moves all of them at
+once): the first empty centroid moves to the value farthest from its own centroid, one
+per step. A map with
 fewer distinct values than K keeps duplicate centroids and empty clusters (centroids
 stay sorted; a constant map is one cluster holding every pixel, cluster 0).
 
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 CLUSTER_CHOICES = ("max", "min", "random")
@@ -58,6 +65,19 @@ def _work_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
+def _sorted_values(flat: torch.Tensor) -> torch.Tensor:
+    """Each row sorted ascending, in the working dtype: ``(M, N)`` -> ``(M, N)``.
+
+    Only the values are needed (never the permutation). On the CPU numpy's SIMD sort of a
+    zero-copy view is about 20x faster than ``torch.sort`` (which always builds indices).
+    """
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        xs = torch.from_numpy(np.sort(flat.detach().contiguous().numpy(), axis=1))
+    else:
+        xs = flat.sort(dim=1).values
+    return xs.to(_work_dtype(flat.device))  # float32 -> float64 keeps the order
+
+
 def _interval_stats(cs, cs2, starts, ends):
     """Counts, sums and sums of squares of sorted values in ``[starts, ends)`` from prefix sums."""
     m, shape = ends.shape[0], ends.shape
@@ -67,7 +87,7 @@ def _interval_stats(cs, cs2, starts, ends):
     return ends - starts, sums, squares
 
 
-def _grid_dp_init(x, cs, cs2, k: int, grid: int = GRID):
+def _grid_dp_init(x, cs, cs2, k: int, grid: int | None = None):
     """Optimal k intervals among cuts on a grid of sorted positions: centroids ``(M, 1, k)``.
 
     Dynamic programming over interval cuts (as in Ckmeans.1d.dp, Wang & Song 2011) but
@@ -76,6 +96,7 @@ def _grid_dp_init(x, cs, cs2, k: int, grid: int = GRID):
     interval costs are exact (prefix sums over all pixels).
     """
     m, n = x.shape
+    grid = GRID if grid is None else grid
     ranks = torch.linspace(0, n, grid + 1, device=x.device).round().long().expand(m, -1)
     lo, hi = x[:, :1], x[:, -1:]
     levels = lo + (hi - lo) * torch.linspace(0, 1, grid + 1, device=x.device, dtype=x.dtype)
@@ -106,7 +127,7 @@ def _grid_dp_init(x, cs, cs2, k: int, grid: int = GRID):
     return c.sort(1).values[:, None, :]  # (M, 1, k)
 
 
-def _sorted_kmeans(x: torch.Tensor, k: int, max_iter: int, chunk: int = 64):
+def _sorted_kmeans(x: torch.Tensor, k: int, max_iter: int, chunk: int = 32):
     """1-D k-means on sorted rows ``x`` (M, N); returns centroids (M, k) and interval ends (M, k)."""
     if x.shape[0] > chunk:  # bounds the (chunk, P, P) memory of the initialisation
         parts = [_sorted_kmeans(x[i:i + chunk], k, max_iter, chunk) for i in range(0, len(x), chunk)]
@@ -115,7 +136,7 @@ def _sorted_kmeans(x: torch.Tensor, k: int, max_iter: int, chunk: int = 64):
     zero = torch.zeros(m, 1, dtype=x.dtype, device=x.device)
     cs = torch.cat([zero, x.cumsum(1)], 1)  # (M, N+1) prefix sums
     cs2 = torch.cat([zero, (x * x).cumsum(1)], 1)
-    c = _grid_dp_init(x, cs, cs2, k)  # (M, r, k), r starts per map
+    c = _grid_dp_init(x, cs, cs2, k)  # (M, r, k): r = 1 start per map (the loop allows more)
     r = c.shape[1]
     full = torch.full((m, r, 1), n, device=x.device, dtype=torch.long)
 
@@ -154,17 +175,19 @@ def _sorted_kmeans(x: torch.Tensor, k: int, max_iter: int, chunk: int = 64):
 
 
 def kmeans_saliency(maps: torch.Tensor, k: int = 4, max_iter: int = 300):
-    """1-D k-means per map (CutSwap Sec. III-A): ``(..., H, W)`` -> centroids ``(..., k)`` ascending, assignments ``(..., H, W)``.
+    """1-D k-means per map (CutSwap Sec. III-A): ``(..., H, W)`` -> ``(..., k)``, ``(..., H, W)``.
+
+    Returns the centroids, sorted ascending, and the long cluster id of every pixel.
 
     ``maps``: ``(M, H, W)`` or ``(B, L, H, W)`` floats; each map is clustered on its own
-    pixel values. Assignments are long cluster ids indexing the sorted centroids. See
-    the module docstring for the initialisation, ties and empty clusters.
+    pixel values; the ids index the sorted centroids. See the module docstring for
+    the initialisation, ties and empty clusters.
     """
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     flat, lead, (h, w) = _flatten(maps)
-    x = flat.to(_work_dtype(flat.device))
-    xs = x.sort(1).values  # (M, N)
+    x = flat.to(_work_dtype(flat.device))  # (M, N)
+    xs = _sorted_values(flat)
     if k == 1:
         centroids = xs.mean(1, keepdim=True)
         assign = torch.zeros_like(flat, dtype=torch.long)
@@ -176,25 +199,34 @@ def kmeans_saliency(maps: torch.Tensor, k: int = 4, max_iter: int = 300):
 
 
 def _select(maps, k, cluster, method, top_n, layers, max_iter, u_cluster):
-    """Sorted pixel order and the chosen interval ``[start, end)`` of it, per map."""
+    """The chosen pixels of each map, as a value interval: ``(M, N)`` values, mask, counts, shapes.
+
+    Cluster j of a 1-D k-means holds exactly the values in ``(mid_{j-1}, mid_j]`` (midpoints
+    of the sorted centroids, open ends at -inf / +inf), so the chosen set is a mask by
+    comparison: no pixel permutation is ever built.
+    """
     if cluster not in CLUSTER_CHOICES:
         raise ValueError(f"cluster must be one of {CLUSTER_CHOICES}, got {cluster!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     flat, lead, hw = _flatten(maps, layers)
     m, n = flat.shape
-    x, order = flat.to(_work_dtype(flat.device)).sort(dim=1, stable=True)  # (M, N)
+    x = flat.to(_work_dtype(flat.device))  # (M, N) pixel order
+    xs = _sorted_values(flat)  # (M, N) ascending
+    inf = torch.full((m, 1), float("inf"), dtype=x.dtype, device=x.device)
     if method == "sort":  # the paper's saliency-sorting ablation: the top_n pixels
         if int(top_n) < 2:
             raise ValueError(f"top_n must be >= 2, got {top_n}")
-        end = torch.full((m,), n, device=x.device)
-        return x, order, end - min(int(top_n), n), end, lead, hw
+        threshold = xs[:, n - min(int(top_n), n)][:, None]  # (M, 1); ties at it are all kept
+        mask = x >= threshold
+        return x, mask, mask.sum(1), lead, hw
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if k == 1:
+        centroids = xs.mean(1, keepdim=True)
         ends = torch.full((m, 1), n, device=x.device)
     else:
-        ends = _sorted_kmeans(x, int(k), int(max_iter))[1]  # (M, k)
+        centroids, ends = _sorted_kmeans(xs, int(k), int(max_iter))  # (M, k), (M, k)
     starts = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], 1)
     ok = (ends - starts) >= 2  # clusters that can give two distinct pixels
     idx = torch.arange(k, device=x.device)
@@ -205,17 +237,27 @@ def _select(maps, k, cluster, method, top_n, layers, max_iter, u_cluster):
     else:  # uniformly among the clusters with >= 2 pixels
         nth = (u_cluster * ok.sum(1)).long()  # (M,)
         pick = (ok & (ok.cumsum(1) == nth[:, None] + 1)).int().argmax(1)
-    none = ~ok.any(1)  # every cluster has < 2 pixels (N <= k): use the whole map
     pick = pick.clamp(0, k - 1)[:, None]
-    start = torch.where(none, 0, starts.gather(1, pick)[:, 0])
-    end = torch.where(none, n, ends.gather(1, pick)[:, 0])
-    return x, order, start, end, lead, hw
+    bounds = torch.cat([-inf, (centroids[:, 1:] + centroids[:, :-1]) / 2, inf], 1)  # (M, k+1)
+    lo, hi = bounds.gather(1, pick), bounds.gather(1, pick + 1)  # (M, 1)
+    none = ~ok.any(1, keepdim=True)  # every cluster has < 2 pixels (N <= k): the whole map
+    lo, hi = torch.where(none, -inf, lo), torch.where(none, inf, hi)
+    mask = (x > lo) & (x <= hi)  # (M, N)
+    return x, mask, mask.sum(1), lead, hw
+
+
+def _draw(u: torch.Tensor, generator, m: int, device) -> torch.Tensor:
+    """``(M, 3)`` float64 uniforms from ``generator`` (any device), moved to ``device``."""
+    if u is not None:
+        return u
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(m, 3, generator=generator, dtype=torch.float64, device=gen_device).to(device)
 
 
 def sample_anchor_pairs(maps: torch.Tensor, k: int = 4, generator: torch.Generator | None = None, *,
                         cluster: str = "max", method: str = "kmeans", top_n: int = 300,
                         layers: Sequence[int] | None = None, max_iter: int = 300) -> torch.Tensor:
-    """Two distinct anchor pixels per map (CutSwap Sec. III-A): ``(..., H, W)`` -> ``(..., 2, 2)`` long ``(row, col)``.
+    """Two distinct anchors per map (CutSwap Sec. III-A): ``(..., H, W)`` -> ``(..., 2, 2)`` (row, col).
 
     Per map: k-means on its values (:func:`kmeans_saliency`), the cluster with the highest
     centroid (``cluster="max"``, the paper) or lowest (``"min"``) or a random one
@@ -224,21 +266,19 @@ def sample_anchor_pairs(maps: torch.Tensor, k: int = 4, generator: torch.Generat
     A chosen cluster with fewer than 2 pixels falls back to the next one towards the
     other end (``"random"`` draws only among clusters with >= 2 pixels); if none has 2,
     the whole map is used. ``method="sort"``: the ``top_n`` most salient pixels instead of
-    k-means (the paper's saliency-sorting ablation, 300). ``layers``: indices of the
-    levels of ``(B, L, H, W)`` maps to use (the paper's layer ablation); the output is
-    then ``(B, len(layers), 2, 2)``. ``generator`` may live on any device.
+    k-means (the paper's saliency-sorting ablation, 300; pixels tied with the top_n-th
+    value are all kept). ``layers``: indices of the levels of ``(B, L, H, W)`` maps to use
+    (the paper's layer ablation); the output is then ``(B, len(layers), 2, 2)``.
+    ``generator`` may live on any device; same seed, same anchors.
     """
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    flat_m = _flatten(maps, layers)[0].shape[0]
-    u = torch.rand(flat_m, 3, generator=generator, dtype=torch.float64, device=gen_device)
-    u = u.to(maps.device)  # (M, 3): cluster choice, first anchor, offset of the second
-    x, order, start, end, lead, (h, w) = _select(maps, k, cluster, method, top_n, layers,
-                                                 max_iter, u[:, 0])
-    size = end - start  # (M,) >= 2
+    m = _flatten(maps, layers)[0].shape[0]
+    u = _draw(None, generator, m, maps.device)  # (M, 3): cluster, first anchor, offset of second
+    x, mask, size, lead, (h, w) = _select(maps, k, cluster, method, top_n, layers, max_iter, u[:, 0])
     first = (u[:, 1] * size).long().clamp(max=size - 1)  # uniform in [0, size)
     step = 1 + (u[:, 2] * (size - 1)).long().clamp(max=size - 2)  # uniform in [1, size)
-    pos = start[:, None] + torch.stack([first, (first + step) % size], 1)  # (M, 2) distinct
-    pixel = order.gather(1, pos)  # (M, 2) flat pixel indices
+    rank = torch.stack([first, (first + step) % size], 1)  # (M, 2) distinct ranks in the set
+    running = mask.cumsum(1, dtype=torch.int32)  # (M, N) how many chosen pixels up to here
+    pixel = torch.searchsorted(running, (rank + 1).to(torch.int32))  # (M, 2) flat indices
     anchors = torch.stack([pixel // w, pixel % w], -1)  # (M, 2, 2) (row, col)
     return anchors.view(*lead, 2, 2)
 
@@ -251,20 +291,17 @@ def salient_cluster_mask(maps: torch.Tensor, k: int = 4, *, cluster: str = "max"
     Same selection as :func:`sample_anchor_pairs` (same fallback; ``cluster="random"``
     uses ``generator``'s first draw per map, as the anchors do).
     """
-    flat_m = _flatten(maps)[0].shape[0]
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(flat_m, 3, generator=generator, dtype=torch.float64, device=gen_device)
-    x, order, start, end, lead, (h, w) = _select(maps, k, cluster, method, top_n, None,
-                                                 max_iter, u[:, 0].to(maps.device))
-    rank = torch.arange(x.shape[1], device=x.device)
-    in_sorted = (rank >= start[:, None]) & (rank < end[:, None])  # (M, N) in sorted order
-    mask = torch.zeros_like(in_sorted).scatter_(1, order, in_sorted)  # back to pixel order
+    m = _flatten(maps)[0].shape[0]
+    u = _draw(None, generator, m, maps.device)
+    _, mask, _, lead, (h, w) = _select(maps, k, cluster, method, top_n, None, max_iter, u[:, 0])
     return mask.view(*lead, h, w)
 
 
 def object_share_of_salient_cluster(maps: torch.Tensor, foreground: torch.Tensor,
                                     k: int = 4, max_iter: int = 300) -> torch.Tensor:
-    """Fraction of the most salient cluster's pixels on the object: ``(B, L, H, W)``, ``(B, 1, H, W)`` -> ``(B, L)``.
+    """Object share of the top cluster: ``(B, L, H, W)``, ``(B, 1, H, W)`` -> ``(B, L)`` in [0, 1].
+
+    The fraction of the most salient k-means cluster's pixels that lie on the object.
 
     The cluster is the one :func:`sample_anchor_pairs` draws from with ``cluster="max"``
     (CutSwap Sec. III-A). ``foreground``: the object's footprint in {0, 1} (or bool),
@@ -278,8 +315,7 @@ def object_share_of_salient_cluster(maps: torch.Tensor, foreground: torch.Tensor
         raise ValueError(f"foreground {tuple(foreground.shape)} does not match maps "
                          f"{tuple(maps.shape)}: expected (B, 1, H, W) or (B, H, W)")
     b, l_, h, w = maps.shape
-    x, order, start, end, _, _ = _select(maps, k, "max", "kmeans", 0, None, max_iter, None)
-    fg = fg.to(maps.device, x.dtype).reshape(b, 1, h * w).expand(b, l_, h * w).reshape(b * l_, -1)
-    on = torch.cat([torch.zeros_like(fg[:, :1]), fg.gather(1, order).cumsum(1)], 1)  # (M, N+1)
-    share = (on.gather(1, end[:, None]) - on.gather(1, start[:, None]))[:, 0] / (end - start)
-    return share.view(b, l_).to(maps.dtype)
+    _, mask, size, _, _ = _select(maps, k, "max", "kmeans", 0, None, max_iter, None)
+    fg = fg.to(maps.device).bool().reshape(b, 1, h * w)
+    on = (mask.view(b, l_, h * w) & fg).sum(-1)  # (B, L)
+    return (on / size.view(b, l_)).to(maps.dtype)

@@ -47,6 +47,7 @@ import hashlib
 import json
 import os
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,7 +65,8 @@ GRADCAM_EPS = 1e-7  # grad-cam's scale_cam_image: (m - min) / (max + 1e-7)
 
 def _check_images(images) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
+        got = (f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+               else type(images))
         raise ValueError(f"images must be a float tensor (B, 3, H, W) in [0, 1], got {got}")
 
 
@@ -105,15 +107,17 @@ def scale_like_gradcam(cam: torch.Tensor, size: tuple[int, int], rescale: bool =
 
 def multilevel_layercam(model: nn.Module, images: torch.Tensor, layers: Sequence[nn.Module],
                         target=None, *, rescale: bool = True, return_target: bool = False):
-    """LayerCAM at every layer from one forward/backward (CutSwap Sec. III-A): ``(B, 3, H, W)`` -> ``(B, L, H, W)`` in [0, 1].
+    """Multilevel LayerCAM (CutSwap Sec. III-A): ``(B, 3, H, W)`` -> ``(B, L, H, W)`` in [0, 1].
+
+    Every level from one forward and one backward pass.
 
     ``model``: images -> logits ``(B, classes)`` (e.g. ``backbones.build_classifier``);
     ``layers``: ``L`` submodules of ``model`` whose 4-D outputs are explained;
     ``target``: None (each image's top-1), a class id or ``(B,)`` class ids. Map per
     layer: ``ReLU(sum_k ReLU(dy/dA^k) * A^k)``, min-max scaled and resized as grad-cam
-    does (module docstring; ``rescale=False``: without the last min-max). Runs in eval mode (the model's mode is restored after) and
-    on the images' device; hooks are always removed. ``return_target=True`` also
-    returns the ``(B,)`` class ids used.
+    does (module docstring; ``rescale=False``: without the last min-max). Runs in eval
+    mode (the model's mode is restored after) and on the images' device; hooks are
+    always removed. ``return_target=True`` also returns the ``(B,)`` class ids used.
     """
     _check_images(images)
     layers = list(layers)
@@ -186,7 +190,7 @@ def weights_fingerprint(model: nn.Module, samples: int = 1024) -> str:
 
 
 class SaliencyCache:
-    """Multilevel LayerCAM maps on disk, one float16 ``.pt`` file per image (CutSwap Sec. III-A).
+    """Multilevel LayerCAM maps on disk, one float16 ``.pt`` per image (CutSwap Sec. III-A).
 
     ``cache(model, images, layers, target=None, paths=None) -> (B, L, H, W)`` returns the
     maps of :func:`multilevel_layercam`, computing only the images not yet on disk (in one
@@ -207,11 +211,22 @@ class SaliencyCache:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.hits = self.misses = 0
+        self._prints = weakref.WeakKeyDictionary()  # model -> (tensor versions, fingerprint)
+
+    def _fingerprint(self, model) -> str:
+        """:func:`weights_fingerprint`, recomputed only when a tensor was replaced or changed."""
+        state = tuple((t.data_ptr(), t._version) for t in
+                      list(model.parameters()) + list(model.buffers()))
+        known = self._prints.get(model)
+        if known is None or known[0] != state:
+            known = (state, weights_fingerprint(model))
+            self._prints[model] = known
+        return known[1]
 
     def _settings(self, model, layers) -> dict:
         return {"v": self.VERSION, "network": getattr(model, "name", type(model).__name__),
                 "weights": str(getattr(model, "weights_loaded", "")),
-                "fingerprint": weights_fingerprint(model), "layers": _layer_names(model, layers)}
+                "fingerprint": self._fingerprint(model), "layers": _layer_names(model, layers)}
 
     def keys(self, model, images, layers, target=None, paths=None) -> list[str]:
         """The cache key (hex) of each image of the batch."""

@@ -149,6 +149,16 @@ def test_cache_key_covers_weights_layers_size_and_paths(tmp_path, vgg, lite0, di
     assert len(set(base)) == 2
     assert cache.keys(lite0, disc_images, layers[:4]) != base
     assert cache.keys(lite0, disc_images[..., :48, :48], layers) != base
+    param = next(lite0.parameters())
+    saved = param.detach().clone()
+    with torch.no_grad():
+        param.add_(1.0)  # weights changed in place (fine-tuning): new keys
+    try:
+        assert cache.keys(lite0, disc_images, layers) != base
+    finally:
+        with torch.no_grad():
+            param.copy_(saved)
+    assert cache.keys(lite0, disc_images, layers) == base
     torch.manual_seed(1)
     other = build_classifier("efficientnet_lite0", weights=None)
     assert cache.keys(other, disc_images, saliency_target_layers("efficientnet_lite0", other)) != base
