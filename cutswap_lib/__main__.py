@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import experiments, viz
+from . import experiments
 from .config import PROFILES, get_profile, results_root, toy_root
 from .data import TOY_CATEGORIES
 
@@ -30,7 +30,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=None, help="output folder (default: results/)")
     parser.add_argument("--coreset-ratio", type=float, default=None,
                         help="PatchCore memory fraction (default: the profile's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="seeds of the random-init backbone and coreset start (table: mean ± std)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
@@ -46,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = experiments.toy_patchcore_table(
         profile, data_root=args.data_root, results=args.results, categories=args.categories,
-        coreset_ratio=args.coreset_ratio, seed=args.seed, device=args.device,
+        coreset_ratio=args.coreset_ratio, seeds=tuple(args.seeds), device=args.device,
         progress=not args.no_progress)
     print()
-    print(viz.format_results_table(rows, experiments.RESULT_COLUMNS))
+    print(experiments.summary_table(rows))
     print(f"\nwrote {args.results / 'patchcore_toy.csv'}, {args.results / 'patchcore_toy.md'} "
           f"and figures under {args.results / 'figures'} in {time.perf_counter() - t0:.0f} s")
     return 0

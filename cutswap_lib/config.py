@@ -36,7 +36,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "fast": Profile("fast", image_size=64, toy_train=16, toy_test_good=6, toy_test_defect=3,
                     coreset_ratio=0.1, batch_size=16, epochs=1),
-    "default": Profile("default", image_size=128, toy_train=60, toy_test_good=20,
+    "default": Profile("default", image_size=224, toy_train=60, toy_test_good=20,
                        toy_test_defect=10, coreset_ratio=0.1, batch_size=32, epochs=8),
     "paper": Profile("paper", image_size=224, toy_train=200, toy_test_good=40,
                      toy_test_defect=20, coreset_ratio=0.1, batch_size=96, epochs=256),

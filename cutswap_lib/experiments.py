@@ -101,15 +101,32 @@ def save_anomaly_figure(preds: dict, title: str, path: Path, n_show: int = 6) ->
     return path
 
 
+def summarize(rows: list[dict], keys=("category", "backbone", "weights", "coreset"),
+              values=("image_auroc", "pixel_auroc", "pixel_ap", "aupro")) -> list[dict]:
+    """Mean over seeds of each metric per ``keys`` group; ``"0.812 ± 0.040"`` strings when >1 seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    out = []
+    for key, members in groups.items():
+        summary = dict(zip(keys, key), seeds=len(members))
+        for v in values:
+            x = torch.tensor([m[v] for m in members], dtype=torch.float64)
+            summary[v] = float(x.mean()) if len(x) == 1 else f"{x.mean():.3f} ± {x.std():.3f}"
+        out.append(summary)
+    return out
+
+
 def toy_patchcore_table(profile: Profile, *, data_root: Path, results: Path,
                         categories=TOY_CATEGORIES, backbones=DEFAULT_BACKBONES,
-                        coreset_ratio: float | None = None, seed: int = 0,
+                        coreset_ratio: float | None = None, seeds=(0,),
                         device: str | None = None, progress: bool = True) -> list[dict]:
-    """The main job: PatchCore on every toy category and backbone; CSV, Markdown and figures.
+    """The main job: PatchCore on every toy category, backbone and seed; CSV, Markdown, figures.
 
-    Generates the toy dataset under ``data_root`` when absent, writes
-    ``results/patchcore_toy.csv``, ``results/patchcore_toy.md`` and one overlay figure
-    per (category, backbone) under ``results/figures/``.
+    The toy dataset is generated once under ``data_root`` (seed 0) when absent; ``seeds``
+    vary the random-init backbone and the coreset start. Writes ``results/patchcore_toy.csv``
+    (one row per run), ``results/patchcore_toy.md`` (mean ± std over seeds) and one overlay
+    figure per (category, backbone) under ``results/figures/``. Returns the per-run rows.
     """
     coreset_ratio = profile.coreset_ratio if coreset_ratio is None else coreset_ratio
     rows = []
@@ -117,17 +134,26 @@ def toy_patchcore_table(profile: Profile, *, data_root: Path, results: Path,
         ensure_toy_dataset(data_root, category, n_train=profile.toy_train,
                            n_test_good=profile.toy_test_good,
                            n_test_defect=profile.toy_test_defect,
-                           image_size=profile.image_size, seed=seed)
+                           image_size=profile.image_size, seed=0)
         for spec in backbones:
-            row, preds = run_patchcore(data_root, category, spec, image_size=profile.image_size,
-                                       coreset_ratio=coreset_ratio, seed=seed, device=device,
-                                       progress=progress)
-            rows.append(row)
-            print(f"  {category:8s} {spec.label:34s} image AUROC {row['image_auroc']:.3f}  "
-                  f"pixel AUROC {row['pixel_auroc']:.3f}  AUPRO {row['aupro']:.3f}", flush=True)
-            save_anomaly_figure(preds, f"PatchCore, {spec.label}, toy {category}",
-                                results / "figures" / f"patchcore_{category}_{spec.name}.png")
-    write_csv(rows, results / "patchcore_toy.csv")
-    table = viz.format_results_table(rows, RESULT_COLUMNS)
-    (results / "patchcore_toy.md").write_text(table + "\n")
+            for seed in seeds:
+                row, preds = run_patchcore(data_root, category, spec, image_size=profile.image_size,
+                                           coreset_ratio=coreset_ratio, seed=seed, device=device,
+                                           progress=progress)
+                rows.append({**row, "seed": seed})
+                print(f"  {category:8s} {spec.label:34s} seed {seed}  image AUROC "
+                      f"{row['image_auroc']:.3f}  pixel AUROC {row['pixel_auroc']:.3f}  "
+                      f"AUPRO {row['aupro']:.3f}", flush=True)
+                if seed == seeds[0]:
+                    save_anomaly_figure(preds, f"PatchCore, {spec.label}, toy {category}",
+                                        results / "figures" / f"patchcore_{category}_{spec.name}.png")
+    write_csv(rows, results / "patchcore_toy.csv", RESULT_COLUMNS + ["seed"])
+    (results / "patchcore_toy.md").write_text(summary_table(rows) + "\n")
     return rows
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`summarize` over per-run rows."""
+    return viz.format_results_table(summarize(rows), ["category", "backbone", "weights", "coreset",
+                                                      "seeds", "image_auroc", "pixel_auroc",
+                                                      "pixel_ap", "aupro"])

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from cutswap_lib import metrics
+from cutswap_lib.data import make_toy_dataset
 from cutswap_lib.experiments import load_split
 from cutswap_lib.patchcore import (PatchCore, greedy_coreset, locally_aware_patch_features,
                                    nearest_neighbors)
@@ -112,15 +113,27 @@ def test_without_coreset_image_scores_equal_brute_force(toy_splits):
     assert maps.shape == (6, 64, 64)
 
 
-def test_patchcore_random_resnet18_beats_chance_on_toy_disc(toy_splits):
-    train, test, masks, labels = toy_splits
-    torch.manual_seed(0)
-    model = PatchCore("resnet18", weights=None, coreset_ratio=0.1, device="cpu", progress=False)
-    model.fit(train)
-    scores, maps = model.predict(test)
-    assert metrics.image_auroc(labels, scores) > 0.6
-    assert metrics.pixel_auroc(masks, maps) > 0.6
-    assert model.memory_bank.shape[0] == round(0.1 * train.shape[0] * 8 * 8)  # 64 px / stride 8
+def test_patchcore_random_resnet18_beats_chance_on_toy_disc(tmp_path):
+    """With the default profile (224 px, 60 + 60 images) an untrained ResNet18 beats chance.
+
+    Random features vary a lot from one draw to the next, so the claim is about the mean
+    over three seeds of the backbone (the main job reports the same mean ± std).
+    """
+    make_toy_dataset(tmp_path, "disc", n_train=60, n_test_good=20, n_test_defect=10, image_size=224, seed=0)
+    train, _, _, _ = load_split(tmp_path, "disc", "train", 224)
+    test, masks, labels, _ = load_split(tmp_path, "disc", "test", 224)
+    image, pixel = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = PatchCore("resnet18", weights=None, coreset_ratio=0.1, device="cpu", seed=seed,
+                          progress=False)
+        model.fit(train)
+        scores, maps = model.predict(test)
+        image.append(metrics.image_auroc(labels, scores))
+        pixel.append(metrics.pixel_auroc(masks, maps))
+    assert model.memory_bank.shape[0] == round(0.1 * 60 * 28 * 28)  # 224 px / stride 8 = 28
+    assert np.mean(image) > 0.65, image
+    assert np.mean(pixel) > 0.85, pixel
 
 
 def test_predict_before_fit_and_bad_input_are_clear():
