@@ -20,8 +20,9 @@ from .data import TOY_CATEGORIES
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cutswap_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="toy", choices=["toy"],
-                        help="toy: PatchCore on every toy category (the default job)")
+    parser.add_argument("command", nargs="?", default="toy", choices=["toy", "gallery"],
+                        help="toy: PatchCore on every toy category (the default job); "
+                             "gallery: write a figure of toy samples to <results>/toy_samples.png")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
                         help="sizes to use (default: $CUTSWAP_PROFILE, else 'default')")
     parser.add_argument("--categories", nargs="+", choices=TOY_CATEGORIES, default=list(TOY_CATEGORIES))
@@ -42,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     profile = get_profile(args.profile)
     args.data_root = args.data_root or toy_root(profile)
     args.results = args.results or results_root()
+    if args.command == "gallery":
+        for category in args.categories:
+            experiments.ensure_profile_toy(profile, args.data_root, category)
+        path = experiments.toy_gallery(args.data_root, profile.image_size,
+                                       args.results / "toy_samples.png", args.categories)
+        print(f"wrote {path}")
+        return 0
     print(f"cutswap_lib main job: PatchCore on the toy dataset (profile '{profile.name}', "
           f"{profile.image_size} px, {profile.toy_train} training images per category)")
     t0 = time.perf_counter()

@@ -40,6 +40,14 @@ class BackboneSpec:
 DEFAULT_BACKBONES = (BackboneSpec("resnet18", None), BackboneSpec("efficientnet_lite0", "imagenet"))
 
 
+def ensure_profile_toy(profile: Profile, root: Path, category: str) -> Path:
+    """The toy category at the profile's sizes (seed 0), generated only when absent or different."""
+    return ensure_toy_dataset(root, category, n_train=profile.toy_train,
+                              n_test_good=profile.toy_test_good,
+                              n_test_defect=profile.toy_test_defect,
+                              image_size=profile.image_size, seed=0)
+
+
 def load_split(root: Path, category: str, split: str, image_size: int):
     """All samples of one split as tensors: images ``(N,3,S,S)``, masks ``(N,S,S)``, labels ``(N,)``, paths."""
     ds = AnomalyDataset(root, category, split, image_size=image_size)
@@ -131,10 +139,7 @@ def toy_patchcore_table(profile: Profile, *, data_root: Path, results: Path,
     coreset_ratio = profile.coreset_ratio if coreset_ratio is None else coreset_ratio
     rows = []
     for category in categories:
-        ensure_toy_dataset(data_root, category, n_train=profile.toy_train,
-                           n_test_good=profile.toy_test_good,
-                           n_test_defect=profile.toy_test_defect,
-                           image_size=profile.image_size, seed=0)
+        ensure_profile_toy(profile, data_root, category)
         for spec in backbones:
             for seed in seeds:
                 row, preds = run_patchcore(data_root, category, spec, image_size=profile.image_size,
@@ -157,3 +162,27 @@ def summary_table(rows: list[dict]) -> str:
     return viz.format_results_table(summarize(rows), ["category", "backbone", "weights", "coreset",
                                                       "seeds", "image_auroc", "pixel_auroc",
                                                       "pixel_ap", "aupro"])
+
+
+def toy_gallery(root: Path, image_size: int, path: Path, categories=TOY_CATEGORIES) -> Path:
+    """One row per toy category: a normal test image, then one image per defect kind (masks outlined)."""
+    import matplotlib.pyplot as plt
+
+    images, masks, titles, ncols = [], [], [], 0
+    for category in categories:
+        ds = AnomalyDataset(root, category, "test", image_size=image_size)
+        firsts = {}
+        for i, sample in enumerate(ds.samples):
+            firsts.setdefault(sample.defect_type, i)
+        kinds = ["good"] + sorted(k for k in firsts if k != "good")
+        ncols = max(ncols, len(kinds))
+        for kind in kinds:
+            image, mask, _, _ = ds[firsts[kind]]
+            images.append(image)
+            masks.append(mask)
+            titles.append(f"{category}: {kind}")
+    fig = viz.show_samples(torch.stack(images), torch.stack(masks), titles=titles, ncols=ncols)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=72, bbox_inches="tight")
+    plt.close(fig)
+    return path
