@@ -121,6 +121,8 @@ def summarize(rows: list[dict], keys=("category", "backbone", "weights", "corese
         for v in values:
             x = torch.tensor([m[v] for m in members], dtype=torch.float64)
             summary[v] = float(x.mean()) if len(x) == 1 else f"{x.mean():.3f} ± {x.std():.3f}"
+        for v in ("fit_s", "predict_s"):  # timings: the mean is enough
+            summary[v] = sum(m[v] for m in members) / len(members)
         out.append(summary)
     return out
 
@@ -161,7 +163,7 @@ def summary_table(rows: list[dict]) -> str:
     """Markdown table of :func:`summarize` over per-run rows."""
     return viz.format_results_table(summarize(rows), ["category", "backbone", "weights", "coreset",
                                                       "seeds", "image_auroc", "pixel_auroc",
-                                                      "pixel_ap", "aupro"])
+                                                      "pixel_ap", "aupro", "fit_s", "predict_s"])
 
 
 def toy_gallery(root: Path, image_size: int, path: Path, categories=TOY_CATEGORIES) -> Path:
