@@ -261,6 +261,22 @@ def _scar_box(rect: Tensor, angles: Tensor) -> Tensor:
     return rect + 2 * grow
 
 
+def _scar_bound(width, length, angle) -> tuple[int, int]:
+    """The largest scar box the ranges can give: ``(rows, cols)``, so that size errors never depend on draws.
+
+    The box grows with length and width; over an angle interval its extents peak at an end,
+    at 0 or at +-atan(w / l), +-atan(l / w) (clamped into the interval).
+    """
+    (w0, w1), (l0, l1), (a0, a1) = width, length, angle
+    if not (1 <= w0 <= w1 and 1 <= l0 <= l1 and a0 <= a1):
+        raise ValueError(f"scar ranges must be (low, high) with 1 <= low <= high px and angle low <= "
+                         f"high, got width={width}, length={length}, angle={angle}")
+    peaks = [math.degrees(math.atan2(w1, l1)), math.degrees(math.atan2(l1, w1))]
+    cands = [a0, a1, 0.0] + peaks + [-p for p in peaks]
+    rad = torch.tensor([min(max(c, a0), a1) for c in cands], dtype=torch.float64).deg2rad()
+    return tuple(_scar_box(torch.tensor([[l1, w1]]), rad[None])[0].tolist())
+
+
 def _scar_sizes(u: Tensor, width, length) -> Tensor:
     """``(B, 2)`` uniforms -> scar rectangles ``(B, 2)`` = (length, width) in pixels."""
     return torch.stack([_int_between(u[:, 1], *length), _int_between(u[:, 0], *width)], 1)
@@ -295,6 +311,10 @@ def cutswap_scar(images: Tensor, anchors: Tensor, generator: torch.Generator | N
     """
     b, _, h, w = _check_images(images)
     anchors = _check_anchors(anchors, b, images.device)
+    big = _scar_bound(width, length, angle)
+    if 2 * big[0] > h and 2 * big[1] > w:
+        raise ValueError(f"two disjoint scar boxes of up to {list(big)} px do not fit in {h}x{w} "
+                         f"images (need 2 h <= H or 2 w <= W): use smaller width / length")
     u = _uniform(generator, b, 4, images.device)  # width, length, angle 0, angle 1
     rect = _scar_sizes(u, width, length)  # (B, 2)
     rad = torch.deg2rad(angle[0] + u[:, 2:] * (angle[1] - angle[0]))  # (B, 2)
@@ -353,11 +373,12 @@ def cutpaste_scar(images: Tensor, generator: torch.Generator | None = None, widt
     another uniform place. Taught in ``notebooks/02_cutswap_generation.ipynb``.
     """
     b, _, h, w = _check_images(images)
+    big = _scar_bound(width, length, angle)
+    if big[0] > h or big[1] > w:
+        raise ValueError(f"a rotated scar box of up to {list(big)} px does not fit in {h}x{w} "
+                         f"images: use smaller width / length")
     u = _uniform(generator, b, 11, images.device)  # src, dst, jitter x4, width, length, angle
     rect = _scar_sizes(u[:, 8:10], width, length)
     rad = torch.deg2rad(angle[0] + u[:, 10:11] * (angle[1] - angle[0]))  # (B, 1)
     box = _scar_box(rect, rad)
-    if bool((box > torch.tensor([h, w], device=box.device)).any()):
-        raise ValueError(f"a rotated scar of up to {box.amax(0).tolist()} px does not fit in "
-                         f"{h}x{w} images: use smaller width / length")
     return _paste(images, u, rect, box, rad, jitter, return_footprint)

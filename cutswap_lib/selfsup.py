@@ -239,7 +239,7 @@ class ThreeWayDataset(torch.utils.data.Dataset):
 def make_batch(images: torch.Tensor, maps: torch.Tensor | None, generator: torch.Generator | None = None,
                spec: ThreeWaySpec | None = None, *, layers: Sequence[int] | None = None,
                levels: str = "all", return_masks: bool = False):
-    """A 3-way batch at once (CutSwap Sec. III-A): ``(B, 3, H, W)``, ``(B, L, H, W)`` -> ``(3M, 3, H, W)``, ``(3M,)``.
+    """A 3-way batch (CutSwap Sec. III-A): ``(B, 3, H, W)``, ``(B, L, H, W)`` -> ``(3M, 3, H, W)``, ``(3M,)``.
 
     Vectorised on the images' device. ``levels="all"``: one triplet per image and selected
     level (``layers``), M = B x levels, as :class:`ThreeWayDataset`; ``"one"``: one level
@@ -266,7 +266,8 @@ def make_batch(images: torch.Tensor, maps: torch.Tensor | None, generator: torch
             x = images.repeat_interleave(len(chosen), 0)  # (M, 3, H, W)
         else:
             u = _uniform(generator, b, 1, maps.device)[:, 0]
-            pick = torch.tensor(chosen, device=maps.device)[(u * len(chosen)).long().clamp(max=len(chosen) - 1)]
+            slot = (u * len(chosen)).long().clamp(max=len(chosen) - 1)  # (B,) uniform level
+            pick = torch.tensor(chosen, device=maps.device)[slot]
             per_image = maps[torch.arange(b, device=maps.device), pick].float()  # (B, H, W)
             x = images
     pos = spec.positive(x, generator)  # (M, 3, H, W)

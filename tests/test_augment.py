@@ -133,6 +133,20 @@ def test_cutswap_scar_masks_cover_changes_and_change_most(images, toy):
             assert bool((written[:, None] == colours[None]).all(-1).any(1).all())
 
 
+def test_scar_size_errors_do_not_depend_on_draws():
+    small = torch.rand(4, 3, 48, 48, generator=gen(0))
+    for seed in range(3):  # the default scars' boxes reach 31 px: never two in 48 px
+        with pytest.raises(ValueError, match="do not fit"):
+            cutswap_scar(small, random_anchors(4, seed, 48), gen(seed))
+    tiny = torch.rand(4, 3, 32, 32, generator=gen(0))
+    out, mask = cutswap_scar(tiny, random_anchors(4, 0, 32), gen(0), width=(2, 4), length=(5, 10))
+    assert torch.equal(mask, changed(tiny, out))
+    with pytest.raises(ValueError, match="does not fit"):
+        cutpaste_scar(torch.rand(1, 3, 24, 24), gen(0))
+    with pytest.raises(ValueError, match="scar ranges"):
+        cutpaste_scar(torch.rand(1, 3, H, W), gen(0), width=(5, 2))
+
+
 def test_cutswap_scar_without_rotation_permutes(images):
     out, mask, footprint = cutswap_scar(images, random_anchors(len(images), 4), gen(2), angle=(0.0, 0.0),
                                         return_footprint=True)
