@@ -1,0 +1,199 @@
+"""3-way self-supervised fine-tuning of the encoder (CutSwap Sec. III-B).
+
+The encoder (ResNet18 in the paper; any :data:`~cutswap_lib.backbones.BACKBONES` here,
+EfficientNet-Lite0 when ResNet18's ImageNet weights cannot be had) is cut after its
+deepest level, globally average-pooled to the paper's d = 512 feature (ResNet18's
+layer4 has 512 channels), and topped with an MLP head and a linear 3-way classifier:
+normal / CutSwap / CutSwap-scar (or the CutPaste classes with ``mode="cutpaste"``).
+
+Choices the paper leaves open (it fixes SGD, initial lr 0.03 and 256 epochs), taken
+from CutPaste (Li et al., CVPR 2021), whose 3-way task CutSwap builds on:
+
+* SGD with momentum 0.9 and weight decay 3e-5, cosine decay of the lr to 0 over all
+  steps (CutPaste's schedule); the lr is a pure function of the step, so a resumed run
+  follows the same curve;
+* head 512 -> 512 -> 128 with BatchNorm and ReLU (CutPaste's projection head, shortened;
+  the paper gives no size), then a linear classifier to 3 logits;
+* a batch holds ``batch_size`` normal images; each brings one triplet (positive,
+  CutSwap, CutSwap-scar) per saliency level (``levels="all"``: the paper's five pairs per
+  image) built on the device by :func:`~cutswap_lib.selfsup.make_batch`.
+
+Randomness: the head is initialised from ``seed``; epoch ``e`` shuffles and draws its
+negatives from a generator seeded by ``(seed, e)``, so training is deterministic on the
+CPU and a run resumed from a checkpoint ends with the same weights as an uninterrupted
+one (tested). Mixed precision (bfloat16 autocast) is used on CUDA.
+Taught in ``notebooks/03_backbone_training.ipynb``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .backbones import FeatureExtractor, build_feature_extractor, default_layers
+from .selfsup import ThreeWaySpec, make_batch
+from .weights import load_checkpoint, load_state_into
+
+
+class ThreeWayNet(nn.Module):
+    """Encoder + pooled feature + MLP head + 3-way classifier: ``(B, 3, H, W)`` -> logits ``(B, 3)``."""
+
+    def __init__(self, backbone: str = "resnet18", weights: str | None = "imagenet",
+                 hidden: int = 512, projection: int = 128, num_classes: int = 3):
+        super().__init__()
+        deepest = default_layers(backbone, "saliency")[-1]
+        self.encoder = build_feature_extractor(backbone, layers=[deepest], weights=weights)
+        channels = self.encoder.channels[deepest]  # d: 512 for ResNet18's layer4
+        self.head = nn.Sequential(
+            nn.Linear(channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, projection), nn.BatchNorm1d(projection), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(projection, num_classes)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in [0, 1] -> pooled encoder feature ``(B, d)``."""
+        (fmap,) = self.encoder(images).values()  # (B, d, h, w)
+        return fmap.mean(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head(self.embed(images)))  # (B, num_classes)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint)."""
+
+    backbone: str = "resnet18"
+    weights: str | None = "imagenet"
+    mode: str = "cutswap"  # or "cutpaste": the baseline, same loop
+    epochs: int = 256  # the paper's
+    batch_size: int = 32  # normal images per step (x 3 x levels samples)
+    lr: float = 0.03  # the paper's initial learning rate
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    patch_size: int = 30  # the paper's 30 px patches (scale it with the image size)
+    scar_width: tuple[int, int] = (2, 16)  # CutPaste's scar sizes, px
+    scar_length: tuple[int, int] = (10, 25)
+    k: int = 4
+    cluster: str = "max"
+    method: str = "kmeans"
+    layers: list[int] | None = None  # saliency levels used (None: all)
+    seed: int = 0
+    checkpoint_every: int = 1  # epochs; 0 disables checkpoints
+
+
+def lr_at(step: int, total_steps: int, base_lr: float) -> float:
+    """Cosine decay from ``base_lr`` at step 0 to 0 at ``total_steps``."""
+    return 0.5 * base_lr * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def _epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
+
+
+def _checkpoint_path(folder: Path, epoch: int) -> Path:
+    return folder / f"epoch_{epoch:04d}.pt"
+
+
+def latest_checkpoint(folder: Path | None) -> Path | None:
+    """The checkpoint of the last finished epoch in ``folder`` (None if there is none)."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    found = sorted(Path(folder).glob("epoch_*.pt"))
+    return found[-1] if found else None
+
+
+def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: TrainConfig, *,
+                    checkpoint_dir: Path | None = None, resume: bool = True, device=None,
+                    progress: bool = True) -> tuple[ThreeWayNet, list[dict]]:
+    """Fine-tune on the 3-way task; returns the model and one history row per epoch.
+
+    ``images``: normal training images ``(N, 3, H, W)`` in [0, 1]; ``maps``: their saliency
+    maps ``(N, L, H, W)`` (None for ``mode="cutpaste"``). With ``checkpoint_dir``, a
+    checkpoint is written every ``config.checkpoint_every`` epochs and, with ``resume``,
+    training continues after the last one found there.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(config.seed)
+    model = ThreeWayNet(config.backbone, config.weights).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    spec = ThreeWaySpec(mode=config.mode, patch_size=config.patch_size, k=config.k,
+                        cluster=config.cluster, method=config.method,
+                        scar={"width": tuple(config.scar_width), "length": tuple(config.scar_length)})
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    history: list[dict] = []
+    start_epoch = 0
+    last = latest_checkpoint(checkpoint_dir) if resume else None
+    if last is not None:
+        state = load_checkpoint(last, map_location=device)
+        if state["config"] != dataclasses.asdict(config):
+            raise ValueError(f"checkpoint {last} was written by another configuration: "
+                             f"{state['config']} vs {dataclasses.asdict(config)}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
+    amp = device.type == "cuda"
+    bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.mode}", disable=not progress,
+               initial=start_epoch, total=config.epochs)
+    for epoch in bar:
+        model.train()
+        gen = _epoch_generator(config.seed, epoch, device)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(
+            config.seed * 100_003 + epoch))
+        t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
+        for step, batch_idx in enumerate(order.split(config.batch_size)):
+            global_step = epoch * steps_per_epoch + step
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(global_step, total_steps, config.lr)
+            x = images[batch_idx].to(device)
+            m = maps[batch_idx].to(device) if maps is not None else None
+            with torch.no_grad():
+                inputs, labels = make_batch(x, m, gen, spec, layers=config.layers)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(inputs)  # (3M, 3)
+                loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+        row = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen,
+               "lr": lr_at((epoch + 1) * steps_per_epoch, total_steps, config.lr),
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
+        every = config.checkpoint_every
+        if checkpoint_dir is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs):
+            save_checkpoint(model, optimizer, config, epoch, history, checkpoint_dir)
+    return model.eval(), history
+
+
+def save_checkpoint(model, optimizer, config: TrainConfig, epoch: int, history: list[dict],
+                    folder: Path) -> Path:
+    """Write ``epoch_NNNN.pt`` (model, optimizer, config, history) atomically; returns its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _checkpoint_path(folder, epoch)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "config": dataclasses.asdict(config), "epoch": epoch, "history": history}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def encoder_for_patchcore(model: ThreeWayNet, layers: list[str] | None = None) -> FeatureExtractor:
+    """The fine-tuned encoder as a PatchCore extractor over ``layers`` (None: layer2+layer3 or the backbone's defaults)."""
+    name = model.encoder.name
+    extractor = build_feature_extractor(name, layers=layers, weights=None)
+    load_state_into(extractor.net, model.encoder.net.state_dict(), source="the fine-tuned encoder")
+    extractor.weights_loaded = f"{model.encoder.weights_loaded}+selfsup"
+    return extractor.to(next(model.parameters()).device).eval()

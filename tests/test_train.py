@@ -1,0 +1,98 @@
+"""3-way fine-tuning: determinism, resume after an interruption, the PatchCore hand-over."""
+
+import pytest
+import torch
+
+from cutswap_lib import train
+from cutswap_lib.train import TrainConfig, ThreeWayNet, encoder_for_patchcore, lr_at, train_three_way
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 3, 48, 48, generator=gen)
+    maps = torch.rand(6, 2, 48, 48, generator=gen)  # two saliency levels
+    return images, maps
+
+
+def config(**kw):
+    base = dict(backbone="resnet18", weights=None, epochs=3, batch_size=4, patch_size=8, seed=0,
+                scar_width=(2, 4), scar_length=(6, 10))
+    return TrainConfig(**{**base, **kw})
+
+
+def weights_of(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_same_seed_same_weights_and_history(tiny_data):
+    images, maps = tiny_data
+    a, hist_a = train_three_way(images, maps, config(epochs=2), device="cpu", progress=False)
+    b, hist_b = train_three_way(images, maps, config(epochs=2), device="cpu", progress=False)
+    wa, wb = weights_of(a), weights_of(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert hist_a == [{**r, "seconds": h["seconds"]} for r, h in zip(hist_b, hist_a)]
+    assert [r["epoch"] for r in hist_a] == [0, 1]
+
+
+def test_resume_after_interruption_reaches_the_same_weights(tiny_data, tmp_path, monkeypatch):
+    images, maps = tiny_data
+    full, full_hist = train_three_way(images, maps, config(), checkpoint_dir=tmp_path / "full",
+                                      device="cpu", progress=False)
+
+    real_save = train.save_checkpoint
+
+    def save_then_die(model, optimizer, cfg, epoch, history, folder):
+        path = real_save(model, optimizer, cfg, epoch, history, folder)
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated interruption after epoch 1")
+        return path
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_three_way(images, maps, config(), checkpoint_dir=tmp_path / "cut", device="cpu",
+                        progress=False)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert train.latest_checkpoint(tmp_path / "cut").name == "epoch_0001.pt"
+    resumed, hist = train_three_way(images, maps, config(), checkpoint_dir=tmp_path / "cut",
+                                    device="cpu", progress=False)
+    wf, wr = weights_of(full), weights_of(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert [r["loss"] for r in hist] == [r["loss"] for r in full_hist]
+
+
+def test_resume_refuses_another_configuration(tiny_data, tmp_path):
+    images, maps = tiny_data
+    train_three_way(images, maps, config(epochs=1), checkpoint_dir=tmp_path, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        train_three_way(images, maps, config(epochs=1, lr=0.1), checkpoint_dir=tmp_path,
+                        device="cpu", progress=False)
+
+
+def test_cutpaste_baseline_runs_without_maps(tiny_data):
+    images, _ = tiny_data
+    model, hist = train_three_way(images, None, config(mode="cutpaste", epochs=1), device="cpu",
+                                  progress=False)
+    assert len(hist) == 1 and 0 <= hist[0]["accuracy"] <= 1
+    assert model(images[:2]).shape == (2, 3)
+
+
+def test_cosine_schedule_starts_at_the_paper_lr_and_ends_at_zero():
+    assert lr_at(0, 100, 0.03) == pytest.approx(0.03)
+    assert lr_at(50, 100, 0.03) == pytest.approx(0.015)
+    assert lr_at(100, 100, 0.03) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_encoder_for_patchcore_shares_the_fine_tuned_weights():
+    torch.manual_seed(0)
+    model = ThreeWayNet("resnet18", weights=None).eval()
+    extractor = encoder_for_patchcore(model)
+    assert extractor.layers == ["layer2", "layer3"]
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ours = extractor(x)["layer3"]
+        steps = model.encoder.net
+        ref = steps.layer3(steps.layer2(steps.layer1(steps.maxpool(steps.relu(steps.bn1(
+            steps.conv1(model.encoder.normalize(x))))))))
+    assert torch.allclose(ours, ref)
+    assert model.embed(x).shape == (2, 512)  # the paper's d = 512
