@@ -1,8 +1,16 @@
-"""``python -m cutswap_lib``: the course's main job and (later) the reproduction commands.
+"""``python -m cutswap_lib``: the course's main job and the reproduction commands.
 
-With no sub-command it runs ``toy``: generate the toy dataset if absent, run PatchCore on
-every toy category, print the results table and write CSV, Markdown and figures to
-``results/``. This module only parses arguments; the work is in :mod:`experiments`.
+Sub-commands (``python -m cutswap_lib <command> --help`` for each):
+
+* ``toy`` (the default): generate the toy dataset if absent, run PatchCore on every toy
+  category (random-init ResNet18 and ImageNet EfficientNet-Lite0), print the results
+  table and write CSV, Markdown and figures to ``results/``.
+* ``gallery``: a figure of toy samples, one row per category.
+* ``cutswap-table``: the CutSwap paper's Tables I-IV (CutPaste + PC, pretrained + PC,
+  CutSwap + PC at coreset 0.001 and 0.01) and, with ``--ablation``, Tables V-VIII, per
+  dataset and category, with the paper's numbers alongside.
+
+This module only parses arguments; the work is in :mod:`experiments` and :mod:`reproduce`.
 """
 
 from __future__ import annotations
@@ -13,43 +21,58 @@ import time
 from pathlib import Path
 
 from . import experiments
-from .config import PROFILES, get_profile, results_root, toy_root
-from .data import TOY_CATEGORIES
+from .config import PROFILES, data_root, get_profile, results_root, toy_root
+from .data import DATASETS, TOY_CATEGORIES
+
+COMMANDS = ("toy", "gallery", "cutswap-table")
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="sizes to use (default: $CUTSWAP_PROFILE, else 'default')")
+    p.add_argument("--results", type=Path, default=None, help="output folder (default: results/)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cutswap_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="toy", choices=["toy", "gallery"],
-                        help="toy: PatchCore on every toy category (the default job); "
-                             "gallery: write a figure of toy samples to <results>/toy_samples.png")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                        help="sizes to use (default: $CUTSWAP_PROFILE, else 'default')")
-    parser.add_argument("--categories", nargs="+", choices=TOY_CATEGORIES, default=list(TOY_CATEGORIES))
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="toy dataset folder (default: data/toy_<profile>)")
-    parser.add_argument("--results", type=Path, default=None, help="output folder (default: results/)")
-    parser.add_argument("--coreset-ratio", type=float, default=None,
-                        help="PatchCore memory fraction (default: the profile's)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="seeds of the random-init backbone and coreset start (table: mean ± std)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser.parse_args(argv)
+    sub = parser.add_subparsers(dest="command")
+    for name, text in (("toy", "PatchCore on every toy category (the default job)"),
+                       ("gallery", "write <results>/toy_samples.png")):
+        p = sub.add_parser(name, help=text)
+        _common(p)
+        p.add_argument("--categories", nargs="+", choices=TOY_CATEGORIES, default=list(TOY_CATEGORIES))
+        p.add_argument("--data-root", type=Path, default=None,
+                       help="toy dataset folder (default: data/toy_<profile>)")
+        p.add_argument("--coreset-ratio", type=float, default=None,
+                       help="PatchCore memory fraction (default: the profile's)")
+        p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                       help="seeds of the random-init backbone and coreset start (table: mean ± std)")
+    p = sub.add_parser("cutswap-table", help="CutSwap paper Tables I-VIII on one dataset",
+                       description="Reproduce the CutSwap paper's tables on one dataset. "
+                                   "--small is the documented CPU profile for the toy data.")
+    _common(p)
+    p.add_argument("--dataset", default="toy", choices=["toy", *DATASETS],
+                   help="toy (generated here) or a downloaded dataset under data/")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="folder holding the categories (default: the dataset's folder under data/)")
+    p.add_argument("--categories", nargs="+", default=None, help="default: all of the dataset")
+    p.add_argument("--methods", nargs="+", default=["cutpaste", "resnet18", "cutswap"],
+                   choices=["cutpaste", "resnet18", "cutswap"])
+    p.add_argument("--ablation", choices=["k", "cluster", "layers", "method"], default=None,
+                   help="Table V (k), VI (cluster), VII (layers) or VIII (method) instead of I-IV")
+    p.add_argument("--small", action="store_true",
+                   help="CPU profile: 12 epochs, one saliency level per image and step")
+    p.add_argument("--epochs", type=int, default=None, help="default: 256 (paper), 12 with --small")
+    p.add_argument("--image-size", type=int, default=None, help="default: 224")
+    p.add_argument("--coresets", type=float, nargs="+", default=[0.001, 0.01])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    profile = get_profile(args.profile)
-    args.data_root = args.data_root or toy_root(profile)
-    args.results = args.results or results_root()
-    if args.command == "gallery":
-        for category in args.categories:
-            experiments.ensure_profile_toy(profile, args.data_root, category)
-        path = experiments.toy_gallery(args.data_root, profile.image_size,
-                                       args.results / "toy_samples.png", args.categories)
-        print(f"wrote {path}")
-        return 0
+def _toy(args, profile) -> int:
     print(f"cutswap_lib main job: PatchCore on the toy dataset (profile '{profile.name}', "
           f"{profile.image_size} px, {profile.toy_train} training images per category)")
     t0 = time.perf_counter()
@@ -62,6 +85,62 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.results / 'patchcore_toy.csv'}, {args.results / 'patchcore_toy.md'} "
           f"and figures under {args.results / 'figures'} in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def _gallery(args, profile) -> int:
+    for category in args.categories:
+        experiments.ensure_profile_toy(profile, args.data_root, category)
+    path = experiments.toy_gallery(args.data_root, profile.image_size,
+                                   args.results / "toy_samples.png", args.categories)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cutswap_table(args, profile) -> int:
+    from . import reproduce  # imported here: the toy job does not need training code
+
+    settings = reproduce.RunSettings.small() if args.small else reproduce.RunSettings()
+    settings.epochs = args.epochs or settings.epochs
+    settings.image_size = args.image_size or settings.image_size
+    settings.coresets, settings.seeds = tuple(args.coresets), tuple(args.seeds)
+    if args.dataset == "toy":
+        root = args.data_root or toy_root(profile)
+        categories = args.categories or list(TOY_CATEGORIES)
+        for category in categories:
+            experiments.ensure_profile_toy(profile, root, category)
+    else:
+        record = DATASETS[args.dataset]
+        root = args.data_root or data_root() / record.folder
+        categories = args.categories or list(record.categories)
+        missing = [c for c in categories if not (root / c).is_dir()]
+        if missing:
+            print(f"error: {args.dataset} categories {missing} not found under {root}. Download it first "
+                  f"(on a machine with internet, e.g. Colab): python -c \"from cutswap_lib.data import "
+                  f"download_dataset; download_dataset('{args.dataset}', 'data')\", or pass --data-root.",
+                  file=sys.stderr)
+            return 2
+    print(f"CutSwap tables on {args.dataset} ({len(categories)} categories, {settings})")
+    t0 = time.perf_counter()
+    rows = reproduce.cutswap_table(args.dataset, root, categories, settings, results=args.results,
+                                   methods=args.methods, ablation=args.ablation,
+                                   device=args.device, progress=not args.no_progress)
+    print()
+    print(reproduce.paper_layout(rows))
+    print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
+        argv = ["toy", *argv]  # no sub-command: the main job
+    args = _parser().parse_args(argv)
+    profile = get_profile(args.profile)
+    args.results = args.results or results_root()
+    if getattr(args, "data_root", None) is None and args.command in ("toy", "gallery"):
+        args.data_root = toy_root(profile)
+    run = {"toy": _toy, "gallery": _gallery, "cutswap-table": _cutswap_table}[args.command]
+    return run(args, profile)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ class TrainConfig:
     cluster: str = "max"
     method: str = "kmeans"
     layers: list[int] | None = None  # saliency levels used (None: all)
+    levels: str = "all"  # "all": a triplet per image and level (paper); "one": one random level per image and step
     seed: int = 0
     checkpoint_every: int = 1  # epochs; 0 disables checkpoints
 
@@ -156,7 +157,8 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
             x = images[batch_idx].to(device)
             m = maps[batch_idx].to(device) if maps is not None else None
             with torch.no_grad():
-                inputs, labels = make_batch(x, m, gen, spec, layers=config.layers)
+                inputs, labels = make_batch(x, m, gen, spec, layers=config.layers,
+                                             levels=config.levels if m is not None else "all")
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(inputs)  # (3M, 3)
                 loss = F.cross_entropy(logits.float(), labels)
