@@ -11,6 +11,7 @@ One module per idea (see ``DESIGN.md``):
 * :mod:`cutswap_lib.augment`    – CutSwap, CutSwap-scar, CutPaste, CutPaste-scar, weak augmentation
 * :mod:`cutswap_lib.selfsup`    – the 3-way training set (normal / CutSwap / CutSwap-scar)
 * :mod:`cutswap_lib.train`      – 3-way self-supervised fine-tuning, checkpoints, resume
+* :mod:`cutswap_lib.semirest`   – SemiREST: position code, position-constrained residual tokens
 * :mod:`cutswap_lib.metrics`    – image / pixel AUROC, pixel AP, AUPRO
 * :mod:`cutswap_lib.patchcore`  – memory bank, greedy coreset, nearest-neighbour scoring
 * :mod:`cutswap_lib.viz`        – the figures the notebooks show
