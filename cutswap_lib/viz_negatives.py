@@ -270,7 +270,8 @@ def show_negative_kinds(kinds: Mapping[str, torch.Tensor], on_object: Mapping[st
     ax.set_ylim(0, 1.0)
     ax.set_ylabel("share of negatives")
     ax.set_title("kind (majority of written pixels, source->destination)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # as stacked
     if title is not None:
         fig.suptitle(title, fontsize=10)
     return fig
