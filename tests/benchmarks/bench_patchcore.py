@@ -41,11 +41,13 @@ def straightforward_coreset(features: torch.Tensor, n_select: int, seed: int = 0
     return torch.tensor(selected)
 
 
-def straightforward_scores(queries: torch.Tensor, bank: torch.Tensor, num_neighbors: int = 9):
-    """Reference scoring: torch.cdist over all pairs, then PatchCore Eq. 7."""
+def straightforward_scores(queries: torch.Tensor, bank: torch.Tensor, num_neighbors: int = 9,
+                           chunk: int = 2048):
+    """Reference scoring: torch.cdist against the whole bank (in query chunks), then PatchCore Eq. 7."""
     b, p, d = queries.shape
-    dist = torch.cdist(queries.reshape(b * p, d), bank)  # (B*P, M)
-    best, idx = dist.min(dim=1)
+    flat = queries.reshape(b * p, d)
+    best, idx = zip(*(torch.cdist(q, bank).min(dim=1) for q in flat.split(chunk)))  # (B*P,) each
+    best, idx = torch.cat(best), torch.cat(idx)
     return reweighted_image_scores(best.reshape(b, p), idx.reshape(b, p), queries, bank, num_neighbors)
 
 
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--category", default="board")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--ratio", type=float, default=0.1)
+    parser.add_argument("--backbone", default="resnet18", choices=["resnet18", "efficientnet_lite0"],
+                        help="resnet18 (random init, the issue's setting) or Lite0 (ImageNet)")
     parser.add_argument("--skip-reference-coreset", action="store_true",
                         help="skip the slow full-dimension reference selection")
     args = parser.parse_args()
@@ -79,36 +83,43 @@ def main() -> None:
     train, _, _, _ = load_split(root, args.category, "train", args.image_size)
     test, masks, labels, _ = load_split(root, args.category, "test", args.image_size)
 
-    model = PatchCore("resnet18", weights=None, coreset_ratio=None, device="cpu", progress=False)
+    torch.manual_seed(0)  # the same random-init network here and in the PatchCore run below
+    model = PatchCore(args.backbone, weights=None if args.backbone == "resnet18" else "imagenet",
+                      coreset_ratio=None, device="cpu", progress=False)
     feats, t_embed = timed(lambda: torch.cat([model.embed(x) for x in train.split(16)]))
     bank = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).contiguous()  # (N, D)
     queries = model.embed(test)
     queries = queries.permute(0, 2, 3, 1).reshape(test.shape[0], -1, queries.shape[1])
     n_select = int(round(args.ratio * bank.shape[0]))
-    print(f"toy '{args.category}', {n_train} train images at {args.image_size} px, ResNet18 "
-          f"(random init) layer2+layer3: {bank.shape[0]} patches x {bank.shape[1]} dims; "
+    print(f"toy '{args.category}', {n_train} train images at {args.image_size} px, {args.backbone} "
+          f"({model.extractor.weights_loaded}) {'+'.join(model.extractor.layers)}: {bank.shape[0]} patches x {bank.shape[1]} dims; "
           f"coreset {args.ratio:.0%} = {n_select} rows; embedding took {t_embed:.1f} s; "
           f"{torch.get_num_threads()} threads")
 
-    ours, t_ours = timed(greedy_coreset, bank, n_select, progress=False)
-    fp32, t_fp32 = timed(greedy_coreset, bank, n_select, half_precision=False, progress=False)
-    rows = [("ours: proj 128, float16", ours, t_ours), ("proj 128, float32", fp32, t_fp32)]
-    if not args.skip_reference_coreset:
-        ref, t_ref = timed(straightforward_coreset, bank, n_select)
-        rows.append(("straightforward: full dim, float32", ref, t_ref))
-
     exact_scores = straightforward_scores(queries, bank)
     exact_auroc = metrics.image_auroc(labels, exact_scores)
-    print(f"\nno coreset (exact): image AUROC {exact_auroc:.4f}")
-    print(f"\n{'coreset selection':38s} {'time s':>8s} {'vs ours':>8s} {'radius':>8s} "
-          f"{'img AUROC':>10s} {'Δ exact':>8s}")
-    for name, sel, t in rows:
+    print(f"no coreset (exact): image AUROC {exact_auroc:.4f}\n")
+    print(f"{'coreset selection':38s} {'time s':>8s} {'vs ours':>8s} {'radius':>8s} "
+          f"{'img AUROC':>10s} {'Δ exact':>8s}", flush=True)
+    variants = [("ours: proj 128, float16", lambda: greedy_coreset(bank, n_select, progress=False)),
+                ("proj 128, float32", lambda: greedy_coreset(bank, n_select, half_precision=False,
+                                                             progress=False))]
+    if not args.skip_reference_coreset:
+        variants.append(("straightforward: full dim, float32",
+                         lambda: straightforward_coreset(bank, n_select)))
+    t_ours = None
+    for name, select in variants:
+        sel, t = timed(select)
+        t_ours = t_ours or t
         auroc = metrics.image_auroc(labels, straightforward_scores(queries, bank[sel]))
         print(f"{name:38s} {t:8.1f} {t / t_ours:8.2f} {coverage_radius(bank, sel):8.3f} "
-              f"{auroc:10.4f} {auroc - exact_auroc:+8.4f}")
+              f"{auroc:10.4f} {auroc - exact_auroc:+8.4f}", flush=True)
+        if name.startswith("straightforward"):
+            ref, t_ref = sel, t
 
     # fit + predict end to end on the same images, through the PatchCore class
-    pc = PatchCore("resnet18", weights=None, coreset_ratio=args.ratio, device="cpu", progress=False)
+    torch.manual_seed(0)
+    pc = PatchCore(model.extractor, coreset_ratio=args.ratio, device="cpu", progress=False)
     _, t_fit = timed(pc.fit, train)
     (scores, maps), t_pred = timed(pc.predict, test)
     res = metrics.evaluate(labels, scores, masks, maps)
