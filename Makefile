@@ -25,4 +25,4 @@ bench: $(VENV)/.installed
 	$(PY) tests/benchmarks/bench_patchcore.py
 
 clean:
-	rm -rf $(VENV) results data/toy .cache
+	rm -rf $(VENV) results data/toy_* .cache
