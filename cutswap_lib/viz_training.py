@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .viz import _images_hwc, _maps_nhw, _numpy, _show_image, _titles, overlay_mask_contour
 
@@ -56,6 +57,7 @@ def show_training_curves(histories: Mapping[str, Sequence[Mapping]], chance: flo
         for ax, (key, _) in zip(axes, keys):
             ax.plot(epochs, [float(r[key]) for r in rows], marker="o", markersize=3, label=name)
     for ax, (_, label) in zip(axes, keys):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
