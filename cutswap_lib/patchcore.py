@@ -137,10 +137,10 @@ def reweighted_image_scores(patch_scores: Tensor, nn_index: Tensor, queries: Ten
     """PatchCore Eq. 7: image scores ``(B,)`` from patch scores ``(B, P)``.
 
     ``nn_index`` ``(B, P)`` is each patch's nearest memory row, ``queries`` ``(B, P, D)``
-    the patch features. ``num_neighbors <= 1`` returns the plain maximum.
+    the patch features. ``num_neighbors <= 1`` (or a bank of one row) returns the plain maximum.
     """
     s_star, p_star = patch_scores.max(dim=1)  # (B,), (B,)
-    if num_neighbors <= 1:
+    if num_neighbors <= 1 or bank.shape[0] < 2:  # a one-row bank has no neighbourhood to weigh
         return s_star
     rows = torch.arange(patch_scores.shape[0], device=patch_scores.device)
     m_test = queries[rows, p_star]  # (B, D) the most anomalous patch of each image

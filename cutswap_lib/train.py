@@ -21,7 +21,8 @@ from CutPaste (Li et al., CVPR 2021), whose 3-way task CutSwap builds on:
 Randomness: the head is initialised from ``seed``; epoch ``e`` shuffles and draws its
 negatives from a generator seeded by ``(seed, e)``, so training is deterministic on the
 CPU and a run resumed from a checkpoint ends with the same weights as an uninterrupted
-one (tested). Mixed precision (bfloat16 autocast) is used on CUDA.
+one (tested). Mixed precision is used on CUDA: bfloat16 autocast where the GPU supports
+it, float16 with gradient scaling otherwise (e.g. Colab's T4).
 Taught in ``notebooks/03_backbone_training.ipynb``.
 """
 
@@ -142,6 +143,9 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
     amp = device.type == "cuda"
+    # bfloat16 where the GPU has it (A100, H100, L4); float16 with loss scaling otherwise (T4)
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.mode}", disable=not progress,
                initial=start_epoch, total=config.epochs)
     for epoch in bar:
@@ -159,12 +163,13 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
             with torch.no_grad():
                 inputs, labels = make_batch(x, m, gen, spec, layers=config.layers,
                                              levels=config.levels if m is not None else "all")
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
                 logits = model(inputs)  # (3M, 3)
                 loss = F.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             loss_sum += float(loss.detach()) * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)

@@ -8,7 +8,7 @@ from cutswap_lib import metrics
 from cutswap_lib.data import make_toy_dataset
 from cutswap_lib.experiments import load_split
 from cutswap_lib.patchcore import (PatchCore, greedy_coreset, locally_aware_patch_features,
-                                   nearest_neighbors)
+                                   nearest_neighbors, reweighted_image_scores)
 
 
 def naive_greedy(features, n_select, start):
@@ -144,3 +144,12 @@ def test_predict_before_fit_and_bad_input_are_clear():
         model.fit(torch.rand(4, 32, 32))
     with pytest.raises(ValueError, match="coreset_ratio"):
         PatchCore("resnet18", weights=None, coreset_ratio=0.0)
+
+
+def test_one_row_memory_bank_scores_by_plain_maximum():
+    """With M = 1 the softmax over one neighbour would zero every image score (AUROC 0.5)."""
+    queries = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0))
+    bank = torch.zeros(1, 4)
+    dist = torch.linalg.vector_norm(queries, dim=-1)  # (3, 5) distances to the one row
+    scores = reweighted_image_scores(dist, torch.zeros(3, 5, dtype=torch.long), queries, bank, 9)
+    assert torch.allclose(scores, dist.max(dim=1).values)
