@@ -108,6 +108,18 @@ def greedy_coreset(
     return selected.to(features.device)
 
 
+def coreset_subsample(bank: Tensor, ratio: float | None, projection_dim: int | None = 128,
+                      seed: int = 0, progress: bool = True) -> Tensor:
+    """The ``ratio`` fraction of the rows of ``bank`` ``(N, D)`` kept by :func:`greedy_coreset`.
+
+    ``ratio`` None or 1 keeps every row. Shared by PatchCore and SemiREST's memory.
+    """
+    if ratio is None or ratio >= 1:
+        return bank
+    n_select = max(1, int(round(ratio * bank.shape[0])))
+    return bank[greedy_coreset(bank, n_select, projection_dim, seed=seed, progress=progress)]
+
+
 # --------------------------------------------------------------------------- search
 def nearest_neighbors(queries: Tensor, bank: Tensor, k: int = 1, chunk: int = 4096) -> tuple[Tensor, Tensor]:
     """Euclidean k-NN of ``queries`` ``(Q, D)`` in ``bank`` ``(M, D)`` -> distances, indices ``(Q, k)``.
@@ -214,11 +226,8 @@ class PatchCore:
             raise ValueError("PatchCore.fit got no training images")
         bank = torch.cat(feats)  # (N, D)
         t1 = time.perf_counter()
-        if self.coreset_ratio is not None and self.coreset_ratio < 1:
-            n_select = max(1, int(round(self.coreset_ratio * bank.shape[0])))
-            keep = greedy_coreset(bank, n_select, self.projection_dim, seed=self.seed,
-                                  progress=self.progress)
-            bank = bank[keep]
+        bank = coreset_subsample(bank, self.coreset_ratio, self.projection_dim, self.seed,
+                                 self.progress)  # (M, D)
         self.memory_bank = bank.contiguous()
         self.timings.update(embed_train=t1 - t0, coreset=time.perf_counter() - t1)
         return self

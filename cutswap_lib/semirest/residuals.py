@@ -37,7 +37,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor, build_feature_extractor, choose_backbone
-from ..patchcore import _image_batches, greedy_coreset, locally_aware_patch_features, nearest_neighbors
+from ..patchcore import (_image_batches, coreset_subsample, locally_aware_patch_features,
+                         nearest_neighbors)
 from .position import add_position_code
 
 Tensor = torch.Tensor
@@ -196,11 +197,8 @@ class ResidualMemory:
             raise ValueError("ResidualMemory.fit got no training images")
         bank = torch.cat(rows)  # (N, d_f)
         t0 = time.perf_counter()
-        if self.coreset_ratio is not None and self.coreset_ratio < 1:
-            n_select = max(1, int(round(self.coreset_ratio * bank.shape[0])))
-            keep = greedy_coreset(bank, n_select, self.projection_dim, seed=self.seed,
-                                  progress=self.progress)
-            bank = bank[keep]  # (T, d_f)
+        bank = coreset_subsample(bank, self.coreset_ratio, self.projection_dim, self.seed,
+                                 self.progress)  # (T, d_f)
         self.memory_bank = bank.contiguous()
         self.timings["coreset"] = time.perf_counter() - t0
         return self
