@@ -45,7 +45,7 @@ def test_half_precision_keeps_the_coverage_radius():
     def radius(sel):
         return torch.cdist(feats, feats[sel]).min(dim=1).values.max().item()
 
-    r16 = radius(greedy_coreset(feats, 200, projection_dim=None, progress=False))
+    r16 = radius(greedy_coreset(feats, 200, projection_dim=None, half_precision=True, progress=False))
     r32 = radius(greedy_coreset(feats, 200, projection_dim=None, half_precision=False, progress=False))
     assert r16 <= 1.05 * r32
 

@@ -101,7 +101,8 @@ def main() -> None:
     print(f"no coreset (exact): image AUROC {exact_auroc:.4f}\n")
     print(f"{'coreset selection':38s} {'time s':>8s} {'vs ours':>8s} {'radius':>8s} "
           f"{'img AUROC':>10s} {'Δ exact':>8s}", flush=True)
-    variants = [("ours: proj 128, float16", lambda: greedy_coreset(bank, n_select, progress=False)),
+    variants = [("ours: proj 128, float16", lambda: greedy_coreset(bank, n_select, half_precision=True,
+                                                                   progress=False)),
                 ("proj 128, float32", lambda: greedy_coreset(bank, n_select, half_precision=False,
                                                              progress=False))]
     if not args.skip_reference_coreset:
