@@ -64,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", choices=["k", "cluster", "layers", "method"], default=None,
                    help="Table V (k), VI (cluster), VII (layers) or VIII (method) instead of I-IV")
     p.add_argument("--small", action="store_true",
-                   help="CPU profile: 12 epochs, one saliency level per image and step")
-    p.add_argument("--epochs", type=int, default=None, help="default: 256 (paper), 12 with --small")
+                   help="CPU profile: 4 epochs on 30 images, one saliency level per image and step")
+    p.add_argument("--epochs", type=int, default=None, help="default: 256 (paper), 4 with --small")
     p.add_argument("--image-size", type=int, default=None, help="default: 224")
     p.add_argument("--coresets", type=float, nargs="+", default=[0.001, 0.01])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])

@@ -53,11 +53,15 @@ class RunSettings:
     coresets: tuple[float, ...] = (0.001, 0.01)
     seeds: tuple[int, ...] = (0,)
     patch_size: int = 30
+    finetune_images: int | None = None  # fine-tune on the first n normal images (None: all)
 
     @classmethod
     def small(cls) -> "RunSettings":
-        """Toy data on a 2-core CPU: 224 px, 12 epochs of one level per image and step."""
-        return cls(image_size=224, epochs=12, batch_size=16, levels="one")
+        """Toy data on a 2-core CPU: 224 px, 4 epochs on 30 images, one level per image and step.
+
+        PatchCore still builds its memory from every training image.
+        """
+        return cls(image_size=224, epochs=4, batch_size=10, levels="one", finetune_images=30)
 
 
 def ablation_variants(ablation: str | None) -> dict[str, dict]:
@@ -124,7 +128,8 @@ def run_category(dataset: str, root: Path, category: str, settings: RunSettings,
     train, _, _, _ = load_split(root, category, "train", size)
     test, masks, labels, _ = load_split(root, category, "test", size)
     encoder = choose_backbone("resnet18", verbose=progress)
-    maps, _ = (saliency_maps(train, workdir / "saliency", progress=progress)
+    finetune = train[: settings.finetune_images or len(train)]  # (n, 3, S, S) for the 3-way task
+    maps, _ = (saliency_maps(finetune, workdir / "saliency", progress=progress)
                if "cutswap" in methods else (None, None))
     patch = max(4, round(settings.patch_size * size / 224))  # the paper's 30 px at 224 px
     rows = []
@@ -140,7 +145,7 @@ def run_category(dataset: str, root: Path, category: str, settings: RunSettings,
                                          batch_size=settings.batch_size, levels=settings.levels,
                                          patch_size=patch, seed=seed, **overrides)
                     folder = workdir / "checkpoints" / category / f"{method}_{variant}_seed{seed}"
-                    model, _ = train_three_way(train, maps if method == "cutswap" else None, config,
+                    model, _ = train_three_way(finetune, maps if method == "cutswap" else None, config,
                                                checkpoint_dir=folder, device=device,
                                                progress=progress)
                     extractor = encoder_for_patchcore(model)
