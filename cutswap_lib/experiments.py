@@ -89,6 +89,16 @@ def write_csv(rows: list[dict], path: Path, columns: list[str] = RESULT_COLUMNS)
     return path
 
 
+def save_figure(fig, path: Path, dpi: int = 80) -> Path:
+    """Write ``fig`` to ``path`` (parent folders created) and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def save_anomaly_figure(preds: dict, title: str, path: Path, n_show: int = 6) -> Path:
     """Overlay figure of the ``n_show`` highest-scoring anomalous and a normal test image."""
     labels = preds["labels"]
@@ -101,12 +111,7 @@ def save_anomaly_figure(preds: dict, title: str, path: Path, n_show: int = 6) ->
     fig = viz.show_anomaly_maps(preds["images"][pick], preds["maps"][pick],
                                 preds["masks"][pick], titles=titles)
     fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def summarize(rows: list[dict], keys=("category", "backbone", "weights", "coreset"),
@@ -168,8 +173,6 @@ def summary_table(rows: list[dict]) -> str:
 
 def toy_gallery(root: Path, image_size: int, path: Path, categories=TOY_CATEGORIES) -> Path:
     """One row per toy category: a normal test image, then one image per defect kind (masks outlined)."""
-    import matplotlib.pyplot as plt
-
     images, masks, titles, ncols = [], [], [], 0
     for category in categories:
         ds = AnomalyDataset(root, category, "test", image_size=image_size)
@@ -184,7 +187,4 @@ def toy_gallery(root: Path, image_size: int, path: Path, categories=TOY_CATEGORI
             masks.append(mask)
             titles.append(f"{category}: {kind}")
     fig = viz.show_samples(torch.stack(images), torch.stack(masks), titles=titles, ncols=ncols)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=72)
