@@ -116,6 +116,18 @@ def greedy_coreset(
     return selected.to(features.device)
 
 
+def coreset_indices(bank: Tensor, ratio: float | None, projection_dim: int | None = 128,
+                    seed: int = 0, progress: bool = True) -> Tensor:
+    """Rows ``(T,)`` of ``bank`` ``(N, D)`` that :func:`greedy_coreset` keeps for ``ratio``.
+
+    ``ratio`` None or 1 keeps every row (``arange(N)``).
+    """
+    if ratio is None or ratio >= 1:
+        return torch.arange(bank.shape[0], device=bank.device)
+    n_select = max(1, int(round(ratio * bank.shape[0])))
+    return greedy_coreset(bank, n_select, projection_dim, seed=seed, progress=progress)
+
+
 def coreset_subsample(bank: Tensor, ratio: float | None, projection_dim: int | None = 128,
                       seed: int = 0, progress: bool = True) -> Tensor:
     """The ``ratio`` fraction of the rows of ``bank`` ``(N, D)`` kept by :func:`greedy_coreset`.
@@ -124,8 +136,7 @@ def coreset_subsample(bank: Tensor, ratio: float | None, projection_dim: int | N
     """
     if ratio is None or ratio >= 1:
         return bank
-    n_select = max(1, int(round(ratio * bank.shape[0])))
-    return bank[greedy_coreset(bank, n_select, projection_dim, seed=seed, progress=progress)]
+    return bank[coreset_indices(bank, ratio, projection_dim, seed, progress)]
 
 
 # --------------------------------------------------------------------------- search

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor, build_feature_extractor, choose_backbone
-from ..patchcore import (_image_batches, coreset_subsample, locally_aware_patch_features,
+from ..patchcore import (_image_batches, coreset_indices, locally_aware_patch_features,
                          nearest_neighbors)
 from .position import add_position_code
 
@@ -159,7 +159,9 @@ class ResidualMemory:
     The feature arguments go to :class:`PositionConstrainedFeatures` (``features``);
     ``coreset_ratio`` None or 1 keeps every training patch. Results stay on ``device``.
     ``fit_features`` / ``match_features`` do the same on plain patch features
-    ``(N, d_f, h, w)`` that were computed elsewhere.
+    ``(N, d_f, h, w)`` that were computed elsewhere. After fitting, ``bank_source`` ``(T,)``
+    holds the training image each memory row came from (for leave-one-image-out residuals
+    of the training images, :func:`cutswap_lib.semirest.token_augment.k_nearest_memory`).
     """
 
     def __init__(self, backbone: str | FeatureExtractor | None = None, layers: list[str] | None = None,
@@ -175,6 +177,7 @@ class ResidualMemory:
         self.coreset_ratio, self.projection_dim = coreset_ratio, projection_dim
         self.batch_size, self.seed, self.progress = batch_size, seed, progress
         self.memory_bank: Tensor | None = None  # (T, d_f) memory PCFs, Eq. (4)
+        self.bank_source: Tensor | None = None  # (T,) training image each memory row came from
         self.timings: dict[str, float] = {}
 
     # ---- Eq. (4): the memory bank
@@ -184,22 +187,28 @@ class ResidualMemory:
         rows = []
         batches = _image_batches(train_images, self.batch_size)
         for images in tqdm(batches, desc="embed train", disable=not self.progress, leave=False):
-            rows.append(_rows(self.features(images)))  # (B*h*w, d_f) PCFs
+            pcf = self.features(images)  # (B, d_f, h, w)
+            self._grid = pcf.shape[-2:]
+            rows.append(_rows(pcf))  # (B*h*w, d_f) PCFs
         self.timings["embed_train"] = time.perf_counter() - t0
         return self._build_bank(rows)
 
     def fit_features(self, features: Tensor) -> "ResidualMemory":
         """Build the memory bank from plain patch features ``(N, d_f, h, w)`` of normal images."""
+        self._grid = features.shape[-2:]
         return self._build_bank([_rows(self.features.constrain(features.to(self.device)))])
 
     def _build_bank(self, rows: list[Tensor]) -> "ResidualMemory":
         if not rows:
             raise ValueError("ResidualMemory.fit got no training images")
-        bank = torch.cat(rows)  # (N, d_f)
+        bank = torch.cat(rows)  # (N*h*w, d_f), rows in (image, row, column) order
+        self.grid = tuple(self._grid)
+        source = torch.arange(bank.shape[0], device=bank.device) // (self.grid[0] * self.grid[1])
         t0 = time.perf_counter()
-        bank = coreset_subsample(bank, self.coreset_ratio, self.projection_dim, self.seed,
-                                 self.progress)  # (T, d_f)
-        self.memory_bank = bank.contiguous()
+        keep = coreset_indices(bank, self.coreset_ratio, self.projection_dim, self.seed,
+                               self.progress)  # (T,)
+        self.memory_bank = bank[keep].contiguous()  # (T, d_f)
+        self.bank_source = source[keep]  # (T,) training image index of each memory row
         self.timings["coreset"] = time.perf_counter() - t0
         return self
 

@@ -1,0 +1,39 @@
+"""The focal loss of SemiREST, Eq. (11) (Sec. 3.1.3), over block-labelled tokens.
+
+Normal tokens dominate every window, so the paper trains with a focal loss (Lin et al.,
+2017) and averages the normal set ``Z-`` and the anomalous set ``Z+`` *separately*:
+
+    L_F = -1/|Z-| sum_{Z-} (1 - alpha) p+^gamma log(1 - p+)  -  1/|Z+| sum_{Z+} alpha (1 - p+)^gamma log(p+)
+
+with ``p+`` the anomaly-class probability of a token, ``alpha = 0.25``, ``gamma = 4``.
+Tokens labelled ``IGNORE`` (-1, the empty set of Eq. 14) take no part and get no gradient.
+An empty set contributes 0 (a window with no anomalous token is the common case).
+Written by hand (the per-set normalisation is the paper's); logs come from ``log_softmax``
+so that a confident network does not produce ``log(0)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+IGNORE = -1  # block label of Eq. (14)'s empty set: no gradient
+
+
+def focal_loss(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 4.0) -> Tensor:
+    """SemiREST Eq. (11): logits ``(..., 2)``, labels ``(...)`` in {1, 0, IGNORE} -> scalar loss."""
+    if logits.shape[-1] != 2 or logits.shape[:-1] != labels.shape:
+        raise ValueError(f"expected logits (..., 2) and labels (...) of the same leading shape, got "
+                         f"{tuple(logits.shape)} and {tuple(labels.shape)}")
+    log_p = F.log_softmax(logits.float(), dim=-1)  # (..., 2)
+    log_normal, log_anomalous = log_p[..., 0], log_p[..., 1]  # log(1 - p+), log(p+)
+    p_plus = log_anomalous.exp()
+    negative, positive = labels == 0, labels == 1  # Z-, Z+
+    loss = logits.new_zeros((), dtype=torch.float32)
+    if negative.any():
+        loss = loss - ((1 - alpha) * p_plus[negative] ** gamma * log_normal[negative]).mean()
+    if positive.any():
+        loss = loss - (alpha * (1 - p_plus[positive]) ** gamma * log_anomalous[positive]).mean()
+    return loss
