@@ -9,8 +9,12 @@ Sub-commands (``python -m cutswap_lib <command> --help`` for each):
 * ``cutswap-table``: the CutSwap paper's Tables I-IV (CutPaste + PC, pretrained + PC,
   CutSwap + PC at coreset 0.001 and 0.01) and, with ``--ablation``, Tables V-VIII, per
   dataset and category, with the paper's numbers alongside.
+* ``semirest-table``: SemiREST's Tables 1, 3, 5 (unsupervised and supervised columns,
+  PatchCore on the same backbone beside it) and, with ``--ablation``, Table 6, per dataset
+  and category, with the paper's numbers alongside.
 
-This module only parses arguments; the work is in :mod:`experiments` and :mod:`reproduce`.
+This module only parses arguments; the work is in :mod:`experiments`, :mod:`reproduce`
+and :mod:`semirest.reproduce`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from . import experiments
 from .config import PROFILES, data_root, get_profile, results_root, toy_root
 from .data import DATASETS, TOY_CATEGORIES
 
-COMMANDS = ("toy", "gallery", "cutswap-table")
+COMMANDS = ("toy", "gallery", "cutswap-table", "semirest-table")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -64,11 +68,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", choices=["k", "cluster", "layers", "method"], default=None,
                    help="Table V (k), VI (cluster), VII (layers) or VIII (method) instead of I-IV")
     p.add_argument("--small", action="store_true",
-                   help="CPU profile: 4 epochs on 30 images, one saliency level per image and step")
-    p.add_argument("--epochs", type=int, default=None, help="default: 256 (paper), 4 with --small")
+                   help="CPU profile: 8 epochs on 30 images, one saliency level per image and step, "
+                        "seeds 0 1 2 (PatchCore on every image)")
+    p.add_argument("--epochs", type=int, default=None, help="default: 256 (paper), 8 with --small")
     p.add_argument("--image-size", type=int, default=None, help="default: 224")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="fine-tuning resolution (default: --image-size)")
     p.add_argument("--coresets", type=float, nargs="+", default=[0.001, 0.01])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="training and coreset seeds (default: 0; 0 1 2 with --small)")
+    p = sub.add_parser("semirest-table", help="SemiREST paper Tables 1, 3, 5, 6 on one dataset",
+                       description="Reproduce SemiREST's unsupervised and supervised columns (Tables 1, 3, 5) "
+                                   "or its ablation (Table 6) on one dataset. --small is the documented CPU "
+                                   "profile for the toy data.")
+    _common(p)
+    p.add_argument("--dataset", default="toy", choices=["toy", *DATASETS],
+                   help="toy (generated here) or a downloaded dataset under data/")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="folder holding the categories (default: the dataset's folder under data/)")
+    p.add_argument("--categories", nargs="+", default=None, help="default: all of the dataset")
+    p.add_argument("--settings", nargs="+", default=["unsupervised", "supervised"],
+                   choices=["unsupervised", "supervised"])
+    p.add_argument("--ablation", action="store_true", help="Table 6: square / abs, +PCF, +bagging, +kNN")
+    p.add_argument("--small", action="store_true",
+                   help="CPU profile: 224 px, a narrow Swin (128 channels), windows of 16 every 4 tokens")
+    p.add_argument("--iterations", type=int, default=None, help="training iterations (default: the profile's)")
+    p.add_argument("--image-size", type=int, default=None, help="default: 512 (224 with --small)")
+    p.add_argument("--coreset-ratio", type=float, default=None,
+                   help="memory bank fraction (default 0.1; the paper uses 0.001 on KSDD2)")
+    p.add_argument("--labelled", type=int, default=None,
+                   help="anomalous test images moved to training in the supervised setting (default 10)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0")
     return parser
 
 
@@ -102,23 +132,13 @@ def _cutswap_table(args, profile) -> int:
     settings = reproduce.RunSettings.small() if args.small else reproduce.RunSettings()
     settings.epochs = args.epochs or settings.epochs
     settings.image_size = args.image_size or settings.image_size
-    settings.coresets, settings.seeds = tuple(args.coresets), tuple(args.seeds)
-    if args.dataset == "toy":
-        root = args.data_root or toy_root(profile)
-        categories = args.categories or list(TOY_CATEGORIES)
-        for category in categories:
-            experiments.ensure_profile_toy(profile, root, category)
-    else:
-        record = DATASETS[args.dataset]
-        root = args.data_root or data_root() / record.folder
-        categories = args.categories or list(record.categories)
-        missing = [c for c in categories if not (root / c).is_dir()]
-        if missing:
-            print(f"error: {args.dataset} categories {missing} not found under {root}. Download it first "
-                  f"(on a machine with internet, e.g. Colab): python -c \"from cutswap_lib.data import "
-                  f"download_dataset; download_dataset('{args.dataset}', 'data')\", or pass --data-root.",
-                  file=sys.stderr)
-            return 2
+    settings.train_size = args.train_size or settings.train_size
+    settings.coresets = tuple(args.coresets)
+    settings.seeds = tuple(args.seeds) if args.seeds else settings.seeds
+    found = _dataset_root(args, profile)
+    if found is None:
+        return 2
+    root, categories = found
     print(f"CutSwap tables on {args.dataset} ({len(categories)} categories, {settings})")
     t0 = time.perf_counter()
     rows = reproduce.cutswap_table(args.dataset, root, categories, settings, results=args.results,
@@ -126,6 +146,54 @@ def _cutswap_table(args, profile) -> int:
                                    device=args.device, progress=not args.no_progress)
     print()
     print(reproduce.paper_layout(rows))
+    print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _dataset_root(args, profile):
+    """(root, categories) of the chosen dataset, or None after printing how to get it."""
+    if args.dataset == "toy":
+        root = args.data_root or toy_root(profile)
+        categories = args.categories or list(TOY_CATEGORIES)
+        for category in categories:
+            experiments.ensure_profile_toy(profile, root, category)
+        return root, categories
+    record = DATASETS[args.dataset]
+    root = args.data_root or data_root() / record.folder
+    categories = args.categories or list(record.categories)
+    missing = [c for c in categories if not (root / c).is_dir()]
+    if missing:
+        print(f"error: {args.dataset} categories {missing} not found under {root}. Download it first "
+              f"(on a machine with internet, e.g. Colab): python -c \"from cutswap_lib.data import "
+              f"download_dataset; download_dataset('{args.dataset}', 'data')\", or pass --data-root.",
+              file=sys.stderr)
+        return None
+    return root, categories
+
+
+def _semirest_table(args, profile) -> int:
+    import dataclasses
+
+    from .semirest import reproduce as semi  # imported here: the toy job does not need it
+
+    settings = semi.SemiRunSettings.small() if args.small else semi.SemiRunSettings()
+    settings.image_size = args.image_size or settings.image_size
+    settings.coreset_ratio = args.coreset_ratio or settings.coreset_ratio
+    settings.seeds = tuple(args.seeds) if args.seeds else settings.seeds
+    settings.n_labelled = args.labelled if args.labelled is not None else settings.n_labelled
+    if args.iterations:
+        settings.config = dataclasses.replace(settings.config, iterations=args.iterations)
+    found = _dataset_root(args, profile)
+    if found is None:
+        return 2
+    root, categories = found
+    print(f"SemiREST tables on {args.dataset} ({len(categories)} categories, {settings})")
+    t0 = time.perf_counter()
+    rows = semi.semirest_table(args.dataset, root, categories, settings, results=args.results,
+                               setting_names=tuple(args.settings), ablation=args.ablation,
+                               device=args.device, progress=not args.no_progress)
+    print()
+    print(semi.semirest_layout(rows))
     print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -139,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     args.results = args.results or results_root()
     if getattr(args, "data_root", None) is None and args.command in ("toy", "gallery"):
         args.data_root = toy_root(profile)
-    run = {"toy": _toy, "gallery": _gallery, "cutswap-table": _cutswap_table}[args.command]
+    run = {"toy": _toy, "gallery": _gallery, "cutswap-table": _cutswap_table,
+           "semirest-table": _semirest_table}[args.command]
     return run(args, profile)
 
 

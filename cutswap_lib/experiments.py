@@ -16,7 +16,7 @@ import torch
 
 from . import metrics, viz
 from .config import Profile
-from .data import TOY_CATEGORIES, AnomalyDataset, ensure_toy_dataset
+from .data import TOY_CATEGORIES, AnomalyDataset, ensure_toy_dataset, load_mask, toy_foreground_path
 from .patchcore import PatchCore
 
 RESULT_COLUMNS = ["category", "backbone", "weights", "coreset", "image_auroc", "pixel_auroc",
@@ -54,6 +54,13 @@ def load_split(root: Path, category: str, split: str, image_size: int):
     loader = torch.utils.data.DataLoader(ds, batch_size=len(ds), shuffle=False)
     images, masks, labels, paths = next(iter(loader))
     return images, masks[:, 0], labels, list(paths)
+
+
+def load_foregrounds(paths, image_size: int) -> torch.Tensor:
+    """Object footprints ``(N, 1, S, S)`` in {0, 1} of toy images given by their paths."""
+    masks = [torch.from_numpy(load_mask(toy_foreground_path(p))).float()[None, None] for p in paths]
+    return torch.nn.functional.interpolate(torch.cat(masks), size=(image_size, image_size),
+                                           mode="nearest")  # (N, 1, S, S)
 
 
 def run_patchcore(root: Path, category: str, spec: BackboneSpec, *, image_size: int,

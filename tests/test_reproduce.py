@@ -41,7 +41,7 @@ def tiny_mvtec(tmp_path_factory):
 
 def test_cutswap_table_on_a_tiny_mvtec_folder(tiny_mvtec, tmp_path, capsys):
     code = main(["cutswap-table", "--dataset", "mvtec", "--data-root", str(tiny_mvtec),
-                 "--categories", "bottle", "--small", "--epochs", "1", "--image-size", "64",
+                 "--categories", "bottle", "--small", "--epochs", "1", "--image-size", "64", "--seeds", "0",
                  "--results", str(tmp_path), "--device", "cpu", "--no-progress"])
     assert code == 0
     rows = list(csv.DictReader((tmp_path / "cutswap_mvtec.csv").open()))

@@ -3,7 +3,7 @@
 SemiREST Sec. 3.1.1 adds a fixed sinusoidal code of each patch's grid position to its
 feature before PatchCore's nearest-neighbour search, so that a query patch prefers
 memory patches from the same place in the (roughly aligned) training images.
-Taught in ``notebooks/04_semirest_residuals.ipynb`` (not yet written).
+Taught in ``notebooks/04_semirest_residuals.ipynb``.
 
 **Eq. (3) as printed.** For the feature at grid position ``p = [r, c]`` (row ``r`` in
 ``[0, h_f)``, column ``c`` in ``[0, w_f)``, both 0-based) and channel ``k`` in ``[0, d_f)``::

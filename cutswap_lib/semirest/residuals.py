@@ -1,7 +1,7 @@
 """SemiREST position-constrained residuals (PCR): the tokens of the residual transformer.
 
-SemiREST Sec. 3.1.1, Eq. (1)-(6). Taught in ``notebooks/04_semirest_residuals.ipynb``
-(not yet written). The pipeline, one step per class or function here:
+SemiREST Sec. 3.1.1, Eq. (1)-(6). Taught in ``notebooks/04_semirest_residuals.ipynb``.
+The pipeline, one step per class or function here:
 
 1. **Patch features** (Eq. 1): PatchCore's locally aware features
    (:func:`cutswap_lib.patchcore.locally_aware_patch_features`): two backbone levels,

@@ -11,7 +11,9 @@ channels. Blocks alternate plain and shifted windows (shift = window / 2), as in
 Built from torchvision's :class:`~torchvision.models.swin_transformer.SwinTransformerBlock`
 (channels-last input ``(N, H, W, C)``, window attention with relative position bias,
 padding of sizes that are not multiples of the window); only the token embedding and
-the per-token head are written here.
+the per-token head are written here. The embedding is a plain linear map (the patch
+embedding of a Swin with rho = 1) with no LayerNorm after it, so that the size of a
+residual reaches the blocks.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class TokenSwin(nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be a multiple of num_heads={num_heads}")
         self.in_dim, self.embed_dim, self.window = in_dim, embed_dim, window
-        self.embed = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.LayerNorm(embed_dim))
+        # no normalisation of the embedded token: a residual's magnitude is the anomaly signal,
+        # and a LayerNorm here would divide it out (the blocks normalise only their branch inputs)
+        self.embed = nn.Linear(in_dim, embed_dim)
         self.blocks = nn.Sequential(*[
             SwinTransformerBlock(embed_dim, num_heads, window_size=[window, window],
                                  shift_size=[0, 0] if i % 2 == 0 else [window // 2, window // 2],

@@ -1,0 +1,137 @@
+"""SemiREST end to end (Sec. 3.1-3.2): token pools, training, bagged prediction, the reproduction command."""
+
+import csv
+import shutil
+
+import pytest
+import torch
+
+from cutswap_lib import metrics
+from cutswap_lib.__main__ import main
+from cutswap_lib.data import make_toy_dataset
+from cutswap_lib.experiments import load_foregrounds, load_split
+from cutswap_lib.semirest import IGNORE, ResidualMemory, SemiREST, SemiRESTConfig, TokenSwin, focal_loss
+from cutswap_lib.semirest.reproduce import labelled_split
+
+
+def _tiny_config(**kw):
+    return SemiRESTConfig.cpu(**{"mu": 8, "step": 4, "embed_dim": 16, "num_heads": 2, "window": 4,
+                                 "iterations": 4, "synthetic_per_image": 1, "b1": 2, "b2": 2, **kw})
+
+
+@pytest.fixture(scope="module")
+def disc(toy_root):
+    train, _, _, paths = load_split(toy_root, "disc", "train", 64)
+    test, masks, labels, test_paths = load_split(toy_root, "disc", "test", 64)
+    return train, load_foregrounds(paths, 64), test, masks, labels, test_paths
+
+
+def _model(config, seed=0):
+    torch.manual_seed(seed)
+    memory = ResidualMemory("resnet18", weights=None, coreset_ratio=0.5, device="cpu", progress=False)
+    return SemiREST(memory, config, progress=False)
+
+
+def test_pools_use_leave_one_image_out_neighbours_and_block_labels(disc):
+    train, fg, *_ = disc
+    model = _model(_tiny_config()).prepare(train, foreground=fg)
+    normal, synthetic = model.pools["normal"], model.pools["synthetic"]
+    n, h, w, d = normal.pcf.shape
+    assert (n, h, w) == (len(train), 8, 8) and normal.neighbours.shape == (n, h, w, 3)
+    source = model.memory.bank_source[normal.neighbours]  # (n, h, w, 3) image of each neighbour
+    own = torch.arange(n).view(n, 1, 1, 1)
+    assert bool((source != own).all())  # never matched with a patch of its own image
+    assert bool((model.memory.bank_source[synthetic.neighbours] != own).all())  # made from image i: skip i
+    assert bool((normal.labels == 0).all())
+    assert set(synthetic.labels.unique().tolist()) <= {IGNORE, 0, 1} and bool((synthetic.labels == 1).any())
+
+
+def test_fit_and_predict_shapes_and_determinism(disc):
+    train, fg, test, masks, labels, _ = disc
+    maps = []
+    for _ in range(2):
+        model = _model(_tiny_config(), seed=0)
+        history = model.fit(train, foreground=fg)
+        assert len(history) == 4 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+        scores, m = model.predict(test[:5])
+        assert scores.shape == (5,) and m.shape == (5, 64, 64) and bool(torch.isfinite(m).all())
+        assert float(m.min()) >= 0 and float(m.max()) <= 1  # bagged probabilities, blurred
+        maps.append(m)
+    torch.testing.assert_close(maps[0], maps[1])  # same seed, same numbers on the CPU
+
+
+def test_supervised_needs_real_anomalies(disc):
+    train, fg, test, masks, labels, _ = disc
+    model = _model(_tiny_config(b3=2))
+    with pytest.raises(ValueError, match="anomalous"):
+        model.fit(train, foreground=fg)
+    bad = labels == 1
+    model = _model(_tiny_config(b3=2))
+    model.fit(train, foreground=fg, anomalous=(test[bad][:2], masks[bad][:2].unsqueeze(1).float()))
+    assert len(model.pools["real"]) == 2
+    assert bool((model.pools["real"].labels != 0).any())  # the defects' blocks are not labelled normal
+
+
+def test_token_swin_learns_that_large_residuals_are_anomalous():
+    """Tokens drawn larger inside a blob are anomalous: focal loss + Swin separate them in a few steps."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = TokenSwin(in_dim=8, embed_dim=32, depth=2, num_heads=2, window=4)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+
+    def batch():
+        x = torch.rand(16, 8, 8, 8, generator=gen) * 0.2
+        labels = torch.zeros(16, 8, 8, dtype=torch.long)
+        r, c = torch.randint(0, 6, (2, 16), generator=gen)
+        for i in range(16):
+            labels[i, r[i]:r[i] + 2, c[i]:c[i] + 2] = 1
+        return x + labels.unsqueeze(-1) * torch.rand(16, 8, 8, 8, generator=gen), labels
+
+    for _ in range(60):
+        x, y = batch()
+        loss = focal_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, y = batch()
+    with torch.no_grad():
+        p = model.eval().anomaly_probability(x)
+    assert metrics.pixel_auroc(y, p) > 0.95
+
+
+def test_labelled_split_spreads_over_defect_types(disc):
+    *_, labels, paths = disc
+    chosen = labelled_split(labels, paths, 4, seed=0)
+    assert len(chosen) == 4 and bool((labels[chosen] == 1).all())
+    assert len({paths[i].split("/")[-2] for i in chosen.tolist()}) == 4  # one per defect type
+    assert chosen.tolist() == labelled_split(labels, paths, 4, seed=0).tolist()
+    with pytest.raises(ValueError, match="needs"):
+        labelled_split(labels, paths, 1000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_mvtec(tmp_path_factory):
+    """An MVTec-layout folder with one category named like MVTec's 'bottle' (toy images inside)."""
+    tmp = tmp_path_factory.mktemp("mvtec_semi")
+    make_toy_dataset(tmp / "gen", "disc", n_train=8, n_test_good=3, n_test_defect=2, image_size=64, seed=0)
+    shutil.copytree(tmp / "gen" / "disc", tmp / "mvtec" / "bottle")
+    return tmp / "mvtec"
+
+
+def test_semirest_table_on_a_tiny_mvtec_folder(tiny_mvtec, tmp_path):
+    code = main(["semirest-table", "--dataset", "mvtec", "--data-root", str(tiny_mvtec),
+                 "--categories", "bottle", "--small", "--iterations", "2", "--image-size", "64",
+                 "--labelled", "2", "--results", str(tmp_path), "--device", "cpu", "--no-progress"])
+    assert code == 0
+    rows = list(csv.DictReader((tmp_path / "semirest_mvtec.csv").open()))
+    assert {(r["setting"], r["method"]) for r in rows} == {
+        (s, m) for s in ("unsupervised", "supervised") for m in ("patchcore", "semirest")}
+    for r in rows:
+        for key in ("ap", "pro", "pixel_auroc"):
+            assert 0 <= float(r[key]) <= 1
+    sup = next(r for r in rows if r["setting"] == "supervised" and r["method"] == "semirest")
+    unsup = next(r for r in rows if r["setting"] == "unsupervised" and r["method"] == "semirest")
+    assert int(sup["n_test"]) == int(unsup["n_test"]) - 2  # the labelled images left the test set
+    assert float(unsup["paper_ap"]) == pytest.approx(0.941)  # SemiREST, bottle, Table 1
+    table = (tmp_path / "semirest_mvtec.md").read_text()
+    assert "SemiREST" in table and "PatchCore" in table
