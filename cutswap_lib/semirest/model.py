@@ -95,7 +95,7 @@ class SemiRESTConfig:
         (16 windows, up to 16 per token). A narrower Swin (128 channels, 4 heads) and
         fewer iterations keep training to minutes.
         """
-        return cls(**{"mu": 16, "step": 4, "embed_dim": 128, "num_heads": 4, "iterations": 600,
+        return cls(**{"mu": 16, "step": 4, "embed_dim": 128, "num_heads": 4, "iterations": 400,
                       "lr": 3e-4, "ema_decay": 0.99, **overrides})
 
 
