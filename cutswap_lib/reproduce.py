@@ -177,7 +177,8 @@ def run_category(dataset: str, root: Path, category: str, settings: RunSettings,
 def paper_layout(rows: list[dict]) -> str:
     """Markdown laid out like the paper's Tables I-IV: one line per category and coreset.
 
-    Cells are means over seeds; the paper's figure follows in brackets where it has one.
+    Cells are means (± standard deviation with several seeds); the paper's figure follows in
+    brackets where it has one.
     """
     cells: dict[tuple, list] = {}
     for r in rows:
@@ -199,12 +200,14 @@ def paper_layout(rows: list[dict]) -> str:
                 if not group:
                     line[name] = ""
                     continue
-                mean = sum(g[key] for g in group) / len(group)
+                values = torch.tensor([float(g[key]) for g in group])
+                spread = f" ± {values.std():.3f}" if len(values) > 1 else ""
                 paper = group[0][paper_key]
-                line[name] = f"{mean:.3f}" + (f" ({paper:.3f})" if paper is not None else "")
+                line[name] = f"{values.mean():.3f}{spread}" + (f" ({paper:.3f})" if paper is not None else "")
         table.append(line)
     seeds = len({r["seed"] for r in rows})
-    note = (f"\nMean over {seeds} seed(s); the paper's figure in brackets where it reports this cell. "
+    note = (f"\nMean{' ± std' if seeds > 1 else ''} over {seeds} seed(s); the paper's figure in brackets where "
+            "it reports this cell. "
             "'pretrained' is the encoder before fine-tuning (the paper's ResNet18 + PC).")
     return viz.format_results_table(table, header) + "\n" + note
 
