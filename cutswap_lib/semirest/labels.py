@@ -3,7 +3,7 @@
 A token of the ``h_t x w_t`` map covers a block of ``beta = (h_I / h_t) x (w_I / w_t)``
 pixels (rho = 1). Its label is 1 (anomalous) when more than ``eps_plus * beta`` of those
 pixels are anomalous, 0 (normal) when fewer than ``eps_minus * beta`` are, and empty
-(``IGNORE``, -1: no gradient) in between. The paper: ``eps+ = 50 %, eps- = 8 %``
+(``IGNORE``, -100: no gradient) in between. The paper: ``eps+ = 50 %, eps- = 8 %``
 unsupervised; ``25 % / 8 %`` supervised and semi-supervised.
 
 Here the share of anomalous pixels per block is an area average of the mask

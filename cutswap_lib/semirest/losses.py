@@ -6,7 +6,8 @@ Normal tokens dominate every window, so the paper trains with a focal loss (Lin 
     L_F = -1/|Z-| sum_{Z-} (1 - alpha) p+^gamma log(1 - p+)  -  1/|Z+| sum_{Z+} alpha (1 - p+)^gamma log(p+)
 
 with ``p+`` the anomaly-class probability of a token, ``alpha = 0.25``, ``gamma = 4``.
-Tokens labelled ``IGNORE`` (-1, the empty set of Eq. 14) take no part and get no gradient.
+Tokens labelled ``IGNORE`` (-100, the empty set of Eq. 14; the value of PyTorch's ``ignore_index``,
+kept apart from the -1 "unknown" of box labels, Eq. 15) take no part and get no gradient.
 An empty set contributes 0 (a window with no anomalous token is the common case).
 Written by hand (the per-set normalisation is the paper's); logs come from ``log_softmax``
 so that a confident network does not produce ``log(0)``.
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
-IGNORE = -1  # block label of Eq. (14)'s empty set: no gradient
+IGNORE = -100  # block label of Eq. (14)'s empty set: no gradient
 
 
 def focal_loss(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 4.0) -> Tensor:

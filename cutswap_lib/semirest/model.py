@@ -136,14 +136,20 @@ class SemiREST:
         parts = [self.memory.features.patch_features(x) for x in images.split(batch_size)]
         return torch.cat(parts)
 
-    def _pool(self, features: Tensor, masks: Tensor | None, exclude: Tensor, eps_plus: float) -> TokenPool:
-        """Plain features ``(N, d, h, w)`` -> a :class:`TokenPool` (neighbours skip ``exclude`` ``(N,)``)."""
+    def _pool(self, features: Tensor, masks: Tensor | None, exclude: Tensor, eps_plus: float,
+              labels: Tensor | None = None) -> TokenPool:
+        """Plain features ``(N, d, h, w)`` -> a :class:`TokenPool` (neighbours skip ``exclude`` ``(N,)``).
+
+        Block labels come from ``masks`` (Eq. 14), or are given as ``labels`` ``(N, h, w)``.
+        """
         n, d, h, w = features.shape
         pcf = self.memory.features.constrain(features.to(self.device)).permute(0, 2, 3, 1)  # (N, h, w, d)
         _, neighbours = k_nearest_memory(pcf.reshape(-1, d), self.memory.memory_bank, k=3,
                                          exclude=exclude.to(self.device).repeat_interleave(h * w),
                                          bank_source=self.memory.bank_source)  # (N*h*w, 3)
-        if masks is None:
+        if labels is not None:
+            pass
+        elif masks is None:
             labels = torch.zeros(n, h, w, dtype=torch.long)
         else:
             labels = block_labels(masks, (h, w), eps_plus, self.config.eps_minus)  # (N, h, w)
@@ -188,25 +194,41 @@ class SemiREST:
                                  cfg.delta_sigma, cfg.delta_clip)
         return elementwise_residual(pcf - bank[neighbours[..., 0]], cfg.residual)
 
-    def _sample_windows(self, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-        """One iteration's batch: windows ``(M, mu, mu, d)`` and their block labels ``(M, mu, mu)``."""
+    def _draw(self, pool: TokenPool, count: int, fraction: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``count`` random images of a pool ``(count,)`` and, per image, a fraction of its window corners ``(count, k, 2)``."""
+        corners = window_corners(*self.grid, self.config.mu, self.config.step)  # (Q, 2)
+        per_image = max(1, round(fraction * len(corners)))
+        index = torch.randint(len(pool), (count,), generator=gen, device=self.device)  # (count,)
+        chosen = torch.stack([torch.randperm(len(corners), generator=gen, device=self.device)[:per_image]
+                              for _ in range(count)]).cpu()  # (count, k)
+        return index, corners[chosen]  # (count,), (count, k, 2)
+
+    def _windows(self, pool: TokenPool, index: Tensor, corners: Tensor, gen: torch.Generator,
+                 augment: bool = True) -> tuple[Tensor, Tensor]:
+        """Windows ``(count*k, mu, mu, d)`` of pool images at ``corners`` ``(count, k, 2)`` and their labels."""
+        mu = self.config.mu
+        tokens = self._tokens(pool, index, gen, augment)  # (count, h, w, d)
+        lab = pool.labels[index].unsqueeze(-1) + 2  # (count, h, w, 1); 0 marks padding below
+        windows = [extract_windows(tokens[i:i + 1], corners[i], mu)[0] for i in range(len(index))]  # (k, mu, mu, d)
+        labels = [extract_windows(lab[i:i + 1], corners[i], mu)[0, ..., 0] - 2 for i in range(len(index))]
+        labels = torch.cat(labels)
+        return torch.cat(windows), torch.where(labels == -2, IGNORE, labels)  # padded tokens: IGNORE
+
+    def _sample_windows(self, gen: torch.Generator, counts: dict[str, int] | None = None,
+                        fraction: float | None = None) -> tuple[Tensor, Tensor]:
+        """One iteration's supervised batch: windows ``(M, mu, mu, d)`` and block labels ``(M, mu, mu)``."""
         cfg = self.config
-        corners = window_corners(*self.grid, cfg.mu, cfg.step)  # (Q, 2)
-        per_image = max(1, round(cfg.window_fraction * len(corners)))
+        counts = counts or {"normal": cfg.b1, "synthetic": cfg.b2, "real": cfg.b3}
         windows, labels = [], []
-        for name, count in (("normal", cfg.b1), ("synthetic", cfg.b2), ("real", cfg.b3)):
+        for name, count in counts.items():
             pool = self.pools.get(name)
             if pool is None or count == 0:
                 continue
-            index = torch.randint(len(pool), (count,), generator=gen, device=self.device)  # (b,)
-            tokens = self._tokens(pool, index, gen, augment=True)  # (b, h, w, d)
-            lab = pool.labels[index].unsqueeze(-1) + 1  # (b, h, w, 1); 0 marks padding below
-            chosen = torch.stack([torch.randperm(len(corners), generator=gen, device=self.device)[:per_image]
-                                  for _ in range(count)]).cpu()  # (b, k) windows kept per image
-            for i in range(count):
-                windows.append(extract_windows(tokens[i:i + 1], corners[chosen[i]], cfg.mu)[0])  # (k, mu, mu, d)
-                labels.append(extract_windows(lab[i:i + 1], corners[chosen[i]], cfg.mu)[0, ..., 0] - 1)
-        return torch.cat(windows), torch.cat(labels)  # padded tokens carry IGNORE
+            index, corners = self._draw(pool, count, fraction or cfg.window_fraction, gen)
+            w, lab = self._windows(pool, index, corners, gen)
+            windows.append(w)
+            labels.append(lab)
+        return torch.cat(windows), torch.cat(labels)
 
     def fit(self, train_images: Tensor, foreground: Tensor | None = None, sources: Tensor | None = None,
             anomalous: tuple[Tensor, Tensor] | None = None, iterations: int | None = None) -> list[dict]:

@@ -1,0 +1,117 @@
+"""Bounding-box labels: boxes from masks, box files, pixel semi-labels and Eq. (15) block labels.
+
+SemiREST Sec. 3.3 and 3.4.1. Taught in ``notebooks/06_mixmatch_boxes.ipynb``. A box
+annotation says only where anomalies are *not*: pixels outside the union of the boxes
+are normal (0), pixels inside are unknown (-1). A block (token) is unknown when more
+than ``upsilon * beta`` of its ``beta`` pixels are unknown, else normal (Eq. 15,
+``upsilon = 50 %``). Unknown blocks feed MixMatch's unlabelled set
+(:mod:`.mixmatch`); normal blocks its labelled set.
+
+Boxes are ``(x0, y0, x1, y1)`` in pixel coordinates of the image they belong to, ``x``
+the column, end-exclusive (``x1 - x0`` is the width), as a list per image. They come
+from a drawing widget (notebook 06), from a JSON file (:func:`load_boxes`), or from a
+ground-truth mask (:func:`boxes_from_mask`: one box around each 8-connected region,
+which is what an annotator drawing tight boxes would produce).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+Tensor = torch.Tensor
+Box = tuple[int, int, int, int]
+
+UNKNOWN = -1  # pixel / block semi-label inside the boxes
+
+
+def boxes_from_mask(mask, margin: int = 0) -> list[Box]:
+    """One tight box ``(x0, y0, x1, y1)`` around each 8-connected region of a mask ``(H, W)``.
+
+    ``margin`` pixels are added on every side (clipped to the image), as a hurried
+    annotator would draw them.
+    """
+    mask = np.asarray(mask.cpu() if isinstance(mask, Tensor) else mask).astype(bool)
+    if mask.ndim != 2:
+        raise ValueError(f"expected one mask (H, W), got shape {mask.shape}")
+    labelled, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    h, w = mask.shape
+    boxes = []
+    for rows, cols in ndimage.find_objects(labelled):
+        boxes.append((max(0, cols.start - margin), max(0, rows.start - margin),
+                      min(w, cols.stop + margin), min(h, rows.stop + margin)))
+    return boxes
+
+
+def validate_boxes(boxes, size: tuple[int, int], where: str = "boxes") -> list[Box]:
+    """Check boxes of one image of ``size = (H, W)``; returns them as int tuples or raises ValueError.
+
+    ``where`` names the source in the message (a file and image name).
+    """
+    h, w = size
+    clean = []
+    for i, box in enumerate(boxes):
+        if len(box) != 4:
+            raise ValueError(f"{where}: box {i} {box!r} must have 4 numbers (x0, y0, x1, y1)")
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(f"{where}: box {i} {tuple(box)} has zero area (need x1 > x0 and y1 > y0)")
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            raise ValueError(f"{where}: box {i} {tuple(box)} leaves the {w}x{h} image "
+                             f"(x in [0, {w}], y in [0, {h}])")
+        clean.append((x0, y0, x1, y1))
+    return clean
+
+
+def box_pixel_labels(boxes, size: tuple[int, int]) -> Tensor:
+    """Boxes of one image -> pixel semi-labels ``(H, W)``: 0 outside every box, ``UNKNOWN`` inside."""
+    labels = torch.zeros(size, dtype=torch.long)
+    for x0, y0, x1, y1 in validate_boxes(boxes, size):
+        labels[y0:y1, x0:x1] = UNKNOWN
+    return labels
+
+
+def box_block_labels(pixel_labels: Tensor, grid: tuple[int, int], upsilon: float = 0.5) -> Tensor:
+    """SemiREST Eq. (15): pixel semi-labels ``(B, H, W)`` -> block labels ``(B, h_t, w_t)`` in {0, UNKNOWN}.
+
+    A block is unknown when more than ``upsilon`` of its pixels are (area average, as in
+    :func:`.labels.anomalous_share`).
+    """
+    if pixel_labels.ndim != 3:
+        raise ValueError(f"expected pixel labels (B, H, W), got {tuple(pixel_labels.shape)}")
+    share = F.adaptive_avg_pool2d((pixel_labels == UNKNOWN).float().unsqueeze(1), grid)[:, 0]  # (B, h_t, w_t)
+    return torch.where(share > upsilon, UNKNOWN, 0).long()
+
+
+def save_boxes(path, boxes: dict[str, list[Box]], image_size: tuple[int, int] | None = None) -> Path:
+    """Write ``{image name: [boxes]}`` to a JSON file (with the image size the boxes refer to)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": "cutswap-boxes-v1", "box": "x0, y0, x1, y1 in pixels, end-exclusive",
+               "image_size": list(image_size) if image_size else None,
+               "boxes": {name: [list(map(int, b)) for b in bs] for name, bs in boxes.items()}}
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def load_boxes(path, image_size: tuple[int, int] | None = None) -> dict[str, list[Box]]:
+    """Read a box file of :func:`save_boxes`; every box is validated (errors name the file and image)."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"box file {path} does not exist; draw boxes in notebook 06 or derive "
+                                f"them from masks with boxes_from_mask") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("boxes"), dict):
+        raise ValueError(f"{path}: expected an object with a 'boxes' mapping of image name -> list of boxes")
+    size = image_size or (tuple(payload["image_size"]) if payload.get("image_size") else None)
+    if size is None:
+        raise ValueError(f"{path}: no image_size in the file; pass image_size=(H, W)")
+    return {name: validate_boxes(bs, size, f"{path} [{name}]") for name, bs in payload["boxes"].items()}
