@@ -9,9 +9,9 @@ Sub-commands (``python -m cutswap_lib <command> --help`` for each):
 * ``cutswap-table``: the CutSwap paper's Tables I-IV (CutPaste + PC, pretrained + PC,
   CutSwap + PC at coreset 0.001 and 0.01) and, with ``--ablation``, Tables V-VIII, per
   dataset and category, with the paper's numbers alongside.
-* ``semirest-table``: SemiREST's Tables 1, 3, 5 (unsupervised and supervised columns,
-  PatchCore on the same backbone beside it) and, with ``--ablation``, Table 6, per dataset
-  and category, with the paper's numbers alongside.
+* ``semirest-table``: SemiREST's Tables 1-5 (unsupervised, supervised and semi-supervised
+  columns, PatchCore on the same backbone beside it) and, with ``--ablation``, Table 6, per
+  dataset and category, with the paper's numbers alongside.
 
 This module only parses arguments; the work is in :mod:`experiments`, :mod:`reproduce`
 and :mod:`semirest.reproduce`.
@@ -87,9 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=None,
                    help="folder holding the categories (default: the dataset's folder under data/)")
     p.add_argument("--categories", nargs="+", default=None, help="default: all of the dataset")
-    p.add_argument("--settings", nargs="+", default=["unsupervised", "supervised"],
-                   choices=["unsupervised", "supervised"])
-    p.add_argument("--ablation", action="store_true", help="Table 6: square / abs, +PCF, +bagging, +kNN")
+    p.add_argument("--settings", nargs="+", default=["unsupervised", "supervised", "semi"],
+                   choices=["unsupervised", "supervised", "semi"],
+                   help="semi: the unsupervised model fine-tuned with boxes (drawn tightly around the "
+                        "masks' regions of the same labelled images) through MixMatch")
+    p.add_argument("--ablation", action="store_true",
+                   help="Table 6: square / abs, +PCF, +bagging, +kNN (and +MixMatch, +dropout for semi)")
     p.add_argument("--small", action="store_true",
                    help="CPU profile: 224 px, a narrow Swin (128 channels), windows of 16 every 4 tokens")
     p.add_argument("--iterations", type=int, default=None, help="training iterations (default: the profile's)")
@@ -183,6 +186,7 @@ def _semirest_table(args, profile) -> int:
     settings.n_labelled = args.labelled if args.labelled is not None else settings.n_labelled
     if args.iterations:
         settings.config = dataclasses.replace(settings.config, iterations=args.iterations)
+        settings.mixmatch = dataclasses.replace(settings.mixmatch, iterations=args.iterations)
     found = _dataset_root(args, profile)
     if found is None:
         return 2

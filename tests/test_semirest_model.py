@@ -125,13 +125,15 @@ def test_semirest_table_on_a_tiny_mvtec_folder(tiny_mvtec, tmp_path):
     assert code == 0
     rows = list(csv.DictReader((tmp_path / "semirest_mvtec.csv").open()))
     assert {(r["setting"], r["method"]) for r in rows} == {
-        (s, m) for s in ("unsupervised", "supervised") for m in ("patchcore", "semirest")}
+        (s, m) for s in ("unsupervised", "supervised", "semi") for m in ("patchcore", "semirest")}
     for r in rows:
         for key in ("ap", "pro", "pixel_auroc"):
             assert 0 <= float(r[key]) <= 1
     sup = next(r for r in rows if r["setting"] == "supervised" and r["method"] == "semirest")
     unsup = next(r for r in rows if r["setting"] == "unsupervised" and r["method"] == "semirest")
+    semi = next(r for r in rows if r["setting"] == "semi" and r["method"] == "semirest")
     assert int(sup["n_test"]) == int(unsup["n_test"]) - 2  # the labelled images left the test set
+    assert semi["n_test"] == sup["n_test"] and float(semi["paper_ap"]) == pytest.approx(0.936)  # SemiREST semi, bottle, Table 2
     assert float(unsup["paper_ap"]) == pytest.approx(0.941)  # SemiREST, bottle, Table 1
     table = (tmp_path / "semirest_mvtec.md").read_text()
     assert "SemiREST" in table and "PatchCore" in table

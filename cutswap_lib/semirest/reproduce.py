@@ -1,16 +1,19 @@
-"""Reproduction runs of SemiREST: Tables 1, 3, 5 (unsupervised, supervised) and the Table 6 ablation.
+"""Reproduction runs of SemiREST: Tables 1-5 (unsupervised, supervised, semi-supervised) and Table 6.
 
 For one dataset (MVTec-layout folder: the toy data, MVTec AD, BTAD, KSDD2) and its
 categories, each run
 
 1. loads the normal training images and the test set at ``image_size``; in the
-   supervised setting draws ``n_labelled`` anomalous test images (seeded, spread over the
-   defect types), gives them to training with their block labels (Eq. 14) and removes
-   them from the test set, as the paper does (Sec. 4.1, "10 anomalous images");
+   supervised and semi-supervised settings draws ``n_labelled`` anomalous test images
+   (seeded, spread over the defect types) and removes them from the test set, as the
+   paper does (Sec. 4.1, "10 anomalous images"): the supervised model trains on them with
+   block labels (Eq. 14), the semi-supervised one with boxes drawn tightly around each
+   region of their masks (Eq. 15, :func:`.boxes.boxes_from_mask`);
 2. fits PatchCore on the same backbone and coreset ratio as the baseline column;
-3. trains :class:`~.model.SemiREST` (or one Table 6 variant) and records pixel AP, PRO
-   (AUPRO to FPR 0.3), pixel AUROC and image AUROC beside the paper's figure where the
-   paper has one (MVTec AD, BTAD, KSDD2).
+3. trains :class:`~.model.SemiREST` (unsupervised and supervised from scratch; semi:
+   the unsupervised model fine-tuned with :func:`.semi.finetune_with_boxes`), or one
+   Table 6 variant, and records pixel AP, PRO (AUPRO to FPR 0.3), pixel AUROC and image
+   AUROC beside the paper's figure where the paper has one (MVTec AD, BTAD, KSDD2).
 
 The command line is ``python -m cutswap_lib semirest-table ...`` (see ``--help``); results
 go to a CSV per run and a Markdown table with the paper's numbers alongside.
@@ -18,6 +21,7 @@ go to a CSV per run and a Markdown table with the paper's numbers alongside.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -28,10 +32,13 @@ from .. import metrics, viz
 from ..experiments import load_foregrounds, load_split, write_csv
 from ..patchcore import PatchCore
 from . import paper_numbers
+from .boxes import box_pixel_labels, boxes_from_mask
+from .mixmatch import MixMatchConfig
 from .model import SemiREST, SemiRESTConfig
 from .residuals import ResidualMemory
+from .semi import finetune_with_boxes
 
-SETTINGS = ("unsupervised", "supervised")
+SETTINGS = ("unsupervised", "supervised", "semi")
 COLUMNS = ["dataset", "category", "setting", "method", "variant", "seed", "ap", "pro", "pixel_auroc",
            "image_auroc", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "n_test",
            "backbone", "train_s", "predict_s"]
@@ -45,6 +52,12 @@ ABLATION_VARIANTS = {
     "square+PCF+bagging+kNN": ("square", None, True, True),
     "abs+PCF+bagging+kNN": ("abs", None, True, True),
 }
+# Table 6's semi-supervised rows 5-7 (on the full unsupervised model): MixMatchConfig overrides
+SEMI_VARIANTS = {
+    "square+PCF+bagging+kNN": {"lambda_u": 0.0, "dropout": 0.0},  # unknown blocks unused
+    "square+PCF+bagging+kNN+MixMatch": {"dropout": 0.0},
+    "square+PCF+bagging+kNN+MixMatch+dropout": {},
+}
 
 
 @dataclasses.dataclass
@@ -57,6 +70,7 @@ class SemiRunSettings:
     n_labelled: int = 10
     seeds: tuple[int, ...] = (0,)
     config: SemiRESTConfig = dataclasses.field(default_factory=SemiRESTConfig)
+    mixmatch: MixMatchConfig = dataclasses.field(default_factory=MixMatchConfig)
 
     @classmethod
     def small(cls) -> "SemiRunSettings":
@@ -83,18 +97,22 @@ def labelled_split(labels: torch.Tensor, paths: list[str], n: int, seed: int) ->
 
 
 def _paper_cells(dataset: str, setting: str, category: str, method: str, variant: str):
-    if variant != "paper":
-        row = next((r for r in paper_numbers.ABLATION if _variant_name(r) == variant), None)
+    if variant != "paper":  # Table 6 (MVTec AD means); MixMatch and dropout change only the semi column
+        semi_only = setting == "semi"
+        row = next((r for r in paper_numbers.ABLATION if _variant_name(r, semi_only) == variant), None)
         return row.get(setting) if row else None
     if dataset not in ("mvtec", "btad", "ksdd2"):
         return None
     return paper_numbers.paper_triple(dataset, setting, category, method)
 
 
-def _variant_name(row: dict) -> str:
-    """Table 6 row -> our variant name (rows 1-5 and 8; MixMatch / dropout rows are semi-only)."""
-    name = row["residual"] + ("+PCF" if row["pcf"] else "") + ("+bagging" if row["bagging"] else "")
-    return name + ("+kNN" if row["knn"] else "")
+def _variant_name(row: dict, with_semi_modules: bool = True) -> str:
+    """Table 6 row -> our variant name, e.g. ``square+PCF+bagging+kNN(+MixMatch+dropout)``."""
+    name = row["residual"] + "".join(f"+{label}" for key, label in
+                                     (("pcf", "PCF"), ("bagging", "bagging"), ("knn", "kNN")) if row[key])
+    if with_semi_modules:
+        name += "".join(f"+{label}" for key, label in (("mixmatch", "MixMatch"), ("dropout", "dropout")) if row[key])
+    return name
 
 
 def _metrics(masks, maps, labels, scores) -> dict:
@@ -122,42 +140,77 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
     variants = ABLATION_VARIANTS if ablation else {"paper": None}
     rows = []
     for seed in settings.seeds:
+        pretrained: SemiREST | None = None  # the full unsupervised model, which "semi" fine-tunes
         for setting in setting_names:
-            n_lab = settings.n_labelled if setting == "supervised" else 0
+            n_lab = settings.n_labelled if setting != "unsupervised" else 0
             keep = torch.ones(len(test), dtype=torch.bool)
-            anomalous = None
             if n_lab:
                 chosen = labelled_split(labels, test_paths, n_lab, seed)
                 keep[chosen] = False
-                anomalous = (test[chosen], masks[chosen].unsqueeze(1).float())
             te, tm, tl = test[keep], masks[keep], labels[keep]
             base = {"dataset": dataset, "category": category, "setting": setting, "seed": seed,
                     "n_labelled": n_lab, "n_test": int(keep.sum())}
-            for variant, spec in variants.items():
-                residual, lam, bagging, knn = spec or ("square", None, True, True)
-                lam = settings.lambda_pe if lam is None else lam
-                overrides = {"residual": residual, "knn": knn, "seed": seed}
-                if not bagging:
-                    overrides["step"] = settings.config.mu  # windows side by side: no overlap, no bagging
-                cfg = dataclasses.replace(settings.config, **overrides)
-                if setting == "supervised":  # Sec. 4.2: eps+ 25 %, b1 = b2 = b3 = 2
-                    cfg = dataclasses.replace(cfg, eps_plus=0.25, b1=2, b2=2, b3=2)
-                memory = ResidualMemory(coreset_ratio=settings.coreset_ratio, lambda_pe=lam, seed=seed,
-                                        device=device, progress=False)
-                if variant == next(iter(variants)):  # the baseline, once per seed and setting
-                    rows.append(_patchcore_row(base, memory, train, te, tm, tl, settings, seed, device))
+            if setting == "semi":
+                if pretrained is None:
+                    pretrained = _fit(_config(settings, None, "unsupervised", seed), settings, seed, device,
+                                      progress, train, foreground, sources, None)[0]
+                rows.append(_patchcore_row(base, pretrained.memory, train, te, tm, tl, settings, seed, device))
+                _report(rows[-1], progress)
+                boxes = torch.stack([box_pixel_labels(boxes_from_mask(masks[i]), tuple(masks.shape[-2:]))
+                                     for i in chosen.tolist()])  # (n, H, W): tight boxes around each region
+                for variant, spec in (SEMI_VARIANTS if ablation else {"paper": {}}).items():
+                    model = copy.deepcopy(pretrained)
+                    model.config = dataclasses.replace(model.config, dropout=spec.get("dropout", model.config.dropout))
+                    mix = dataclasses.replace(settings.mixmatch, **{k: v for k, v in spec.items() if k != "dropout"})
+                    t0 = time.perf_counter()
+                    finetune_with_boxes(model, test[chosen], boxes, mix, progress=progress)
+                    rows.append(_semirest_row(base, model, variant, te, tm, tl, time.perf_counter() - t0))
                     _report(rows[-1], progress)
-                model = SemiREST(memory, cfg, progress=progress)
-                t0 = time.perf_counter()
-                model.fit(train, foreground=foreground, sources=sources, anomalous=anomalous)
-                train_s = time.perf_counter() - t0
-                scores, maps = model.predict(te)
-                rows.append({**base, "method": "semirest", "variant": variant, **_metrics(tm, maps, tl, scores),
-                             **_paper(dataset, setting, category, "semirest", variant),
-                             "backbone": memory.features.extractor.name, "train_s": train_s,
-                             "predict_s": model.timings["predict"]})
+                continue
+            anomalous = (test[chosen], masks[chosen].unsqueeze(1).float()) if n_lab else None
+            for variant, spec in variants.items():
+                cfg = _config(settings, spec, setting, seed)
+                model, train_s = _fit(cfg, settings, seed, device, progress, train, foreground, sources, anomalous,
+                                      lambda_pe=spec[1] if spec else None)
+                if variant == next(iter(variants)):  # the baseline, once per seed and setting
+                    rows.append(_patchcore_row(base, model.memory, train, te, tm, tl, settings, seed, device))
+                    _report(rows[-1], progress)
+                if setting == "unsupervised" and (spec is None or variant == "square+PCF+bagging+kNN"):
+                    pretrained = model
+                rows.append(_semirest_row(base, model, variant, te, tm, tl, train_s))
                 _report(rows[-1], progress)
     return rows
+
+
+def _config(settings: SemiRunSettings, spec, setting: str, seed: int) -> SemiRESTConfig:
+    """The SemiREST configuration of one setting and Table 6 variant ``spec`` (None: the full model)."""
+    residual, _, bagging, knn = spec or ("square", None, True, True)
+    overrides = {"residual": residual, "knn": knn, "seed": seed}
+    if not bagging:
+        overrides["step"] = settings.config.mu  # windows side by side: no bagging (a strip overlaps at the edge)
+    cfg = dataclasses.replace(settings.config, **overrides)
+    if setting == "supervised":  # Sec. 4.2: eps+ 25 %, b1 = b2 = b3 = 2
+        cfg = dataclasses.replace(cfg, eps_plus=0.25, b1=2, b2=2, b3=2)
+    return cfg
+
+
+def _fit(cfg, settings, seed, device, progress, train, foreground, sources, anomalous, lambda_pe=None):
+    """A trained :class:`SemiREST` on a fresh memory (``lambda_pe`` None: the settings' value) and its time."""
+    memory = ResidualMemory(coreset_ratio=settings.coreset_ratio,
+                            lambda_pe=settings.lambda_pe if lambda_pe is None else lambda_pe, seed=seed,
+                            device=device, progress=False)
+    model = SemiREST(memory, cfg, progress=progress)
+    t0 = time.perf_counter()
+    model.fit(train, foreground=foreground, sources=sources, anomalous=anomalous)
+    return model, time.perf_counter() - t0
+
+
+def _semirest_row(base: dict, model: SemiREST, variant: str, test, masks, labels, train_s: float) -> dict:
+    scores, maps = model.predict(test)
+    return {**base, "method": "semirest", "variant": variant, **_metrics(masks, maps, labels, scores),
+            **_paper(base["dataset"], base["setting"], base["category"], "semirest", variant),
+            "backbone": model.memory.features.extractor.name, "train_s": train_s,
+            "predict_s": model.timings["predict"]}
 
 
 def _patchcore_row(base: dict, memory: ResidualMemory, train, test, masks, labels, settings, seed,
