@@ -153,3 +153,21 @@ def test_one_row_memory_bank_scores_by_plain_maximum():
     dist = torch.linalg.vector_norm(queries, dim=-1)  # (3, 5) distances to the one row
     scores = reweighted_image_scores(dist, torch.zeros(3, 5, dtype=torch.long), queries, bank, 9)
     assert torch.allclose(scores, dist.max(dim=1).values)
+
+
+def test_cached_faiss_index_follows_the_bank():
+    """The faiss index is reused for the same bank and rebuilt after an in-place edit or for a new bank."""
+    from cutswap_lib.patchcore import nearest_neighbors
+
+    gen = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(50, 8, generator=gen), torch.randn(20, 8, generator=gen)
+    brute = torch.cdist(queries, bank).min(1)
+    for _ in range(2):  # second call: cached index
+        dist, idx = nearest_neighbors(queries, bank)
+        assert idx[:, 0].tolist() == brute.indices.tolist()
+    bank[brute.indices[0]] += 100.0  # in place: the cache must notice
+    dist, idx = nearest_neighbors(queries, bank)
+    assert idx[:, 0].tolist() == torch.cdist(queries, bank).min(1).indices.tolist()
+    other = torch.randn(50, 8, generator=gen)  # same shape, new tensor
+    dist, idx = nearest_neighbors(queries, other)
+    torch.testing.assert_close(dist[:, 0], torch.cdist(queries, other).min(1).values, rtol=1e-4, atol=1e-4)
