@@ -113,7 +113,7 @@ def mixmatch_loss(model, copies: list[Tensor], labels: Tensor, config: MixMatchC
         pseudo = sharpen(guess, config.temperature)  # (N, mu, mu)
     x = torch.stack(copies).reshape(-1, d)  # (M*N*mu*mu, d) all tokens of all copies
     y_star = labels.repeat(m, 1, 1).reshape(-1)  # (M*N*mu*mu,) in {0, UNKNOWN, IGNORE}
-    target = torch.where(y_star == UNKNOWN, pseudo.repeat(m, 1, 1).reshape(-1), torch.zeros(()))
+    target = torch.where(y_star == UNKNOWN, pseudo.repeat(m, 1, 1).reshape(-1), 0.0)  # (M*N*mu*mu,)
     known = (y_star == 0).nonzero()[:, 0]  # X
     unknown = (y_star == UNKNOWN).nonzero()[:, 0]  # U
     order = torch.cat([known, unknown])  # X then U
