@@ -68,12 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", choices=["k", "cluster", "layers", "method"], default=None,
                    help="Table V (k), VI (cluster), VII (layers) or VIII (method) instead of I-IV")
     p.add_argument("--small", action="store_true",
-                   help="CPU profile: 6 epochs on 20 images fine-tuned at 160 px, one saliency level per "
+                   help="CPU profile: 3 epochs on 20 images fine-tuned at 128 px, one saliency level per "
                         "image and step, seeds 0 1 2 (PatchCore at 224 px on every image)")
-    p.add_argument("--epochs", type=int, default=None, help="default: 256 (paper), 6 with --small")
+    p.add_argument("--epochs", type=int, default=None, help="default: 256 (paper), 3 with --small")
     p.add_argument("--image-size", type=int, default=None, help="default: 224")
     p.add_argument("--train-size", type=int, default=None,
-                   help="fine-tuning resolution (default: --image-size; 160 with --small)")
+                   help="fine-tuning resolution (default: --image-size; 128 with --small)")
     p.add_argument("--coresets", type=float, nargs="+", default=[0.001, 0.01])
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="training and coreset seeds (default: 0; 0 1 2 with --small)")
