@@ -170,9 +170,9 @@ def run_category(dataset: str, root: Path, category: str, settings: RunSettings,
                            "paper_pixel_auroc": paper[1] if paper else None,
                            "encoder": extractor.weights_loaded, "train_s": train_s}
                     rows.append(row)
-                    if progress:
-                        print(f"  {category} {method:8s} {variant:14s} coreset {coreset:<6} seed {seed}: "
-                              f"image {row['image_auroc']:.3f} pixel {row['pixel_auroc']:.3f}", flush=True)
+                    # one line per result even with progress bars off: the log of a long run
+                    print(f"  {category} {method:8s} {variant:14s} coreset {coreset:<6} seed {seed}: "
+                          f"image {row['image_auroc']:.3f} pixel {row['pixel_auroc']:.3f}", flush=True)
     return rows
 
 

@@ -233,10 +233,10 @@ def _paper(dataset, setting, category, method, variant) -> dict:
 
 
 def _report(row: dict, progress: bool) -> None:
-    if progress:
-        print(f"  {row['category']} {row['setting']:12s} {row['method']:9s} {row['variant']:24s} seed "
-              f"{row['seed']}: AP {row['ap']:.3f} PRO {row['pro']:.3f} pixel AUROC {row['pixel_auroc']:.3f}",
-              flush=True)
+    """One line per result, with or without progress bars (``progress`` is kept for the call sites)."""
+    print(f"  {row['category']} {row['setting']:12s} {row['method']:9s} {row['variant']:24s} seed "
+          f"{row['seed']}: AP {row['ap']:.3f} PRO {row['pro']:.3f} pixel AUROC {row['pixel_auroc']:.3f}",
+          flush=True)
 
 
 def semirest_layout(rows: list[dict]) -> str:
