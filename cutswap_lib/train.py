@@ -113,13 +113,15 @@ def latest_checkpoint(folder: Path | None) -> Path | None:
 
 def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: TrainConfig, *,
                     checkpoint_dir: Path | None = None, resume: bool = True, device=None,
-                    progress: bool = True) -> tuple[ThreeWayNet, list[dict]]:
+                    progress: bool = True, keep_last: int | None = 2) -> tuple[ThreeWayNet, list[dict]]:
     """Fine-tune on the 3-way task; returns the model and one history row per epoch.
 
     ``images``: normal training images ``(N, 3, H, W)`` in [0, 1]; ``maps``: their saliency
     maps ``(N, L, H, W)`` (None for ``mode="cutpaste"``). With ``checkpoint_dir``, a
     checkpoint is written every ``config.checkpoint_every`` epochs and, with ``resume``,
-    training continues after the last one found there.
+    training continues after the last one found there. Only the ``keep_last`` newest
+    checkpoints stay on disk (None keeps all; a ResNet18 checkpoint is about 90 MB, so 256
+    epochs would otherwise fill a Colab disk).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
@@ -181,6 +183,7 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
         every = config.checkpoint_every
         if checkpoint_dir is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs):
             save_checkpoint(model, optimizer, config, epoch, history, checkpoint_dir)
+            prune_checkpoints(checkpoint_dir, keep_last)
     return model.eval(), history
 
 
@@ -195,6 +198,19 @@ def save_checkpoint(model, optimizer, config: TrainConfig, epoch: int, history: 
                 "config": dataclasses.asdict(config), "epoch": epoch, "history": history}, tmp)
     tmp.replace(path)
     return path
+
+
+def prune_checkpoints(folder: Path, keep_last: int | None) -> list[Path]:
+    """Delete all but the ``keep_last`` newest ``epoch_NNNN.pt`` in ``folder``; returns the deleted paths."""
+    if keep_last is None:
+        return []
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be at least 1 (the checkpoint to resume from), got {keep_last}")
+    found = sorted(Path(folder).glob("epoch_*.pt"))
+    stale = found[:-keep_last]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def encoder_for_patchcore(model: ThreeWayNet, layers: list[str] | None = None) -> FeatureExtractor:

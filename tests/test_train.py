@@ -61,6 +61,24 @@ def test_resume_after_interruption_reaches_the_same_weights(tiny_data, tmp_path,
     assert [r["loss"] for r in hist] == [r["loss"] for r in full_hist]
 
 
+def test_only_the_newest_checkpoints_are_kept(tiny_data, tmp_path):
+    images, maps = tiny_data
+    train_three_way(images, maps, config(epochs=3), checkpoint_dir=tmp_path, device="cpu",
+                    progress=False, keep_last=1)
+    assert [p.name for p in tmp_path.glob("epoch_*.pt")] == ["epoch_0002.pt"]
+
+
+def test_prune_checkpoints_keeps_the_newest_and_refuses_zero(tmp_path):
+    for epoch in (0, 1, 2, 10):
+        (tmp_path / f"epoch_{epoch:04d}.pt").write_bytes(b"x")
+    deleted = train.prune_checkpoints(tmp_path, keep_last=2)
+    assert [p.name for p in deleted] == ["epoch_0000.pt", "epoch_0001.pt"]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_0002.pt", "epoch_0010.pt"]
+    assert train.prune_checkpoints(tmp_path, keep_last=None) == []
+    with pytest.raises(ValueError, match="keep_last"):
+        train.prune_checkpoints(tmp_path, keep_last=0)
+
+
 def test_resume_refuses_another_configuration(tiny_data, tmp_path):
     images, maps = tiny_data
     train_three_way(images, maps, config(epochs=1), checkpoint_dir=tmp_path, device="cpu", progress=False)
