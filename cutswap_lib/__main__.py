@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--labelled", type=int, default=None,
                    help="anomalous test images moved to training in the supervised setting (default 10)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0")
+    p.add_argument("--boxes", default=None, metavar="FILE",
+                   help="box file in each category folder (notebook 06's widget writes boxes.json): the "
+                        "supervised and semi-supervised settings label the images it names, with its boxes "
+                        "(default: --labelled seeded images, one tight box around each mask region)")
     return parser
 
 
@@ -184,6 +188,7 @@ def _semirest_table(args, profile) -> int:
     settings.coreset_ratio = args.coreset_ratio or settings.coreset_ratio
     settings.seeds = tuple(args.seeds) if args.seeds else settings.seeds
     settings.n_labelled = args.labelled if args.labelled is not None else settings.n_labelled
+    settings.box_file = args.boxes
     if args.iterations:
         settings.config = dataclasses.replace(settings.config, iterations=args.iterations)
         settings.mixmatch = dataclasses.replace(settings.mixmatch, iterations=args.iterations)
@@ -191,6 +196,11 @@ def _semirest_table(args, profile) -> int:
     if found is None:
         return 2
     root, categories = found
+    try:
+        semi.check_box_files(root, categories, settings)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"SemiREST tables on {args.dataset} ({len(categories)} categories, {settings})")
     t0 = time.perf_counter()
     rows = semi.semirest_table(args.dataset, root, categories, settings, results=args.results,

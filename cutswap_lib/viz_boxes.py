@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from PIL import Image, ImageDraw
 
-from .semirest.boxes import UNKNOWN, load_boxes, save_boxes, validate_boxes
+from .semirest.boxes import UNKNOWN, box_key, load_boxes, save_boxes, validate_boxes  # noqa: F401 (box_key: re-exported for notebook 06)
 from .semirest.labels import anomalous_share
 from .semirest.losses import IGNORE
 from .semirest.mixmatch import lambda_u_at, sharpen
@@ -55,12 +55,6 @@ LEVEL_MARKERS = {"none": "s", "box": "*", "block": "p", "pixel": "o"}  # Fig. 5:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def box_key(path) -> str:
-    """The name of a test image in a box file: ``<defect type>/<file>`` (``chip/003.png``)."""
-    p = Path(path)
-    return f"{p.parent.name}/{p.name}"
-
 
 def normal_blocks_with_defect(masks, labels) -> tuple[int, float]:
     """Blocks labelled normal (0) that contain anomalous pixels: their count and the largest share.

@@ -8,7 +8,7 @@ import torch
 from cutswap_lib.experiments import load_foregrounds, load_split
 from cutswap_lib.semirest import IGNORE, ResidualMemory, SemiREST, SemiRESTConfig, TokenSwin
 from cutswap_lib.semirest.boxes import (UNKNOWN, box_block_labels, box_pixel_labels, boxes_from_mask,
-                                        load_boxes, save_boxes, validate_boxes)
+                                        load_boxes, rescale_boxes, save_boxes, validate_boxes)
 from cutswap_lib.semirest.mixmatch import (MixMatchConfig, lambda_u_at, mixmatch_loss, mixup, mixup_lambda,
                                            sharpen, soft_focal_loss)
 from cutswap_lib.semirest.semi import finetune_with_boxes
@@ -65,6 +65,23 @@ def test_box_file_round_trip_and_errors(tmp_path):
         load_boxes(tmp_path / "broken.json")
     with pytest.raises(FileNotFoundError, match="missing.json"):
         load_boxes(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("to_size", [(128, 128), (48, 48), (100, 70)])
+def test_rescaled_boxes_still_cover_the_resized_defect(toy_root, to_size):
+    _, masks, labels, _ = load_split(toy_root, "fabric", "test", 64)
+    for mask in masks[labels == 1]:
+        moved = rescale_boxes(boxes_from_mask(mask), (64, 64), to_size)
+        resized = torch.nn.functional.interpolate(mask[None, None], size=to_size, mode="nearest")[0, 0]
+        pixel = box_pixel_labels(moved, to_size)  # also validates: inside the new image, non-empty
+        assert not bool(((pixel == 0) & (resized > 0)).any())
+    assert rescale_boxes([(1, 2, 10, 12)], (64, 64), (64, 64)) == [(1, 2, 10, 12)]
+    assert rescale_boxes([(1, 2, 10, 12)], (64, 64), (128, 128)) == [(2, 4, 20, 24)]
+
+
+def test_load_boxes_resizes_to_the_run_size(tmp_path):
+    path = save_boxes(tmp_path / "boxes.json", {"a.png": [(1, 2, 10, 12)]}, (64, 64))
+    assert load_boxes(path, resize_to=(32, 32)) == {"a.png": [(0, 1, 5, 6)]}
 
 
 # ------------------------------------------------------------------ MixMatch pieces

@@ -137,3 +137,32 @@ def test_semirest_table_on_a_tiny_mvtec_folder(tiny_mvtec, tmp_path):
     assert float(unsup["paper_ap"]) == pytest.approx(0.941)  # SemiREST, bottle, Table 1
     table = (tmp_path / "semirest_mvtec.md").read_text()
     assert "SemiREST" in table and "PatchCore" in table
+
+
+def test_semirest_table_reads_a_box_file(tiny_mvtec, tmp_path, capsys):
+    from cutswap_lib.semirest.boxes import box_key, save_boxes
+
+    _, masks, labels, paths = load_split(tiny_mvtec, "bottle", "test", 64)
+    named = [i for i in range(len(paths)) if labels[i] == 1][:1]  # one annotated image, drawn at 64 px
+    box_file = tiny_mvtec / "bottle" / "my_boxes.json"
+    save_boxes(box_file, {box_key(paths[i]): [(0, 0, 64, 64)] for i in named}, (64, 64))
+    args = ["semirest-table", "--dataset", "mvtec", "--data-root", str(tiny_mvtec), "--categories", "bottle",
+            "--small", "--iterations", "2", "--image-size", "32", "--settings", "supervised", "semi",
+            "--boxes", "my_boxes.json", "--results", str(tmp_path), "--device", "cpu", "--no-progress"]
+    try:
+        assert main(args) == 0
+        rows = list(csv.DictReader((tmp_path / "semirest_mvtec.csv").open()))
+        assert {r["n_labelled"] for r in rows} == {"1"}  # the file's one image, not --labelled's default 10
+        assert {int(r["n_test"]) for r in rows} == {len(paths) - 1}
+        assert {r["boxes"] for r in rows if r["setting"] == "semi"} == {"my_boxes.json"}
+        assert "my_boxes.json" in (tmp_path / "semirest_mvtec.md").read_text()
+
+        save_boxes(box_file, {"crack/999.png": [(1, 1, 5, 5)]}, (64, 64))  # not in the test set
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "my_boxes.json" in err and "crack/999.png" in err
+        box_file.unlink()
+        assert main(args) == 2
+        assert "does not exist" in capsys.readouterr().err
+    finally:
+        box_file.unlink(missing_ok=True)  # the folder is shared with the other test of this module

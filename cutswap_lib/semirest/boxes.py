@@ -48,6 +48,24 @@ def boxes_from_mask(mask, margin: int = 0) -> list[Box]:
     return boxes
 
 
+def box_key(path) -> str:
+    """The name of a test image in a box file: ``<defect type>/<file>`` (``chip/003.png``)."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
+
+
+def rescale_boxes(boxes, from_size: tuple[int, int], to_size: tuple[int, int]) -> list[Box]:
+    """Boxes drawn on an image of ``from_size = (H, W)`` -> the same boxes on ``to_size``.
+
+    Rounded outwards (floor of the start, ceiling of the end), so a box that covered a
+    defect still covers it after the image is resized.
+    """
+    (h0, w0), (h1, w1) = from_size, to_size
+    sy, sx = h1 / h0, w1 / w0
+    return [(int(np.floor(x0 * sx)), int(np.floor(y0 * sy)), min(w1, int(np.ceil(x1 * sx))),
+             min(h1, int(np.ceil(y1 * sy)))) for x0, y0, x1, y1 in validate_boxes(boxes, from_size)]
+
+
 def validate_boxes(boxes, size: tuple[int, int], where: str = "boxes") -> list[Box]:
     """Check boxes of one image of ``size = (H, W)``; returns them as int tuples or raises ValueError.
 
@@ -99,8 +117,13 @@ def save_boxes(path, boxes: dict[str, list[Box]], image_size: tuple[int, int] | 
     return path
 
 
-def load_boxes(path, image_size: tuple[int, int] | None = None) -> dict[str, list[Box]]:
-    """Read a box file of :func:`save_boxes`; every box is validated (errors name the file and image)."""
+def load_boxes(path, image_size: tuple[int, int] | None = None,
+               resize_to: tuple[int, int] | None = None) -> dict[str, list[Box]]:
+    """Read a box file of :func:`save_boxes`; every box is validated (errors name the file and image).
+
+    Boxes are checked against ``image_size`` (default: the size stored in the file) and,
+    with ``resize_to = (H, W)``, rescaled to that size (:func:`rescale_boxes`).
+    """
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
@@ -114,4 +137,7 @@ def load_boxes(path, image_size: tuple[int, int] | None = None) -> dict[str, lis
     size = image_size or (tuple(payload["image_size"]) if payload.get("image_size") else None)
     if size is None:
         raise ValueError(f"{path}: no image_size in the file; pass image_size=(H, W)")
-    return {name: validate_boxes(bs, size, f"{path} [{name}]") for name, bs in payload["boxes"].items()}
+    boxes = {name: validate_boxes(bs, size, f"{path} [{name}]") for name, bs in payload["boxes"].items()}
+    if resize_to is not None and tuple(resize_to) != tuple(size):
+        boxes = {name: rescale_boxes(bs, size, resize_to) for name, bs in boxes.items()}
+    return boxes

@@ -8,7 +8,9 @@ categories, each run
    (seeded, spread over the defect types) and removes them from the test set, as the
    paper does (Sec. 4.1, "10 anomalous images"): the supervised model trains on them with
    block labels (Eq. 14), the semi-supervised one with boxes drawn tightly around each
-   region of their masks (Eq. 15, :func:`.boxes.boxes_from_mask`);
+   region of their masks (Eq. 15, :func:`.boxes.boxes_from_mask`). With
+   ``box_file`` (``--boxes boxes.json``) the labelled images and their boxes come from
+   ``<category>/<box_file>`` instead, the file notebook 06's drawing widget writes;
 2. fits PatchCore on the same backbone and coreset ratio as the baseline column;
 3. trains :class:`~.model.SemiREST` (unsupervised and supervised from scratch; semi:
    the unsupervised model fine-tuned with :func:`.semi.finetune_with_boxes`), or one
@@ -29,10 +31,11 @@ from pathlib import Path
 import torch
 
 from .. import metrics, viz
+from ..data import AnomalyDataset
 from ..experiments import load_foregrounds, load_split, write_csv
 from ..patchcore import PatchCore
 from . import paper_numbers
-from .boxes import box_pixel_labels, boxes_from_mask
+from .boxes import box_key, box_pixel_labels, boxes_from_mask, load_boxes
 from .mixmatch import MixMatchConfig
 from .model import SemiREST, SemiRESTConfig
 from .residuals import ResidualMemory
@@ -40,7 +43,7 @@ from .semi import finetune_with_boxes
 
 SETTINGS = ("unsupervised", "supervised", "semi")
 COLUMNS = ["dataset", "category", "setting", "method", "variant", "seed", "ap", "pro", "pixel_auroc",
-           "image_auroc", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "n_test",
+           "image_auroc", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "n_test", "boxes",
            "backbone", "train_s", "predict_s"]
 
 # Table 6's rows for the unsupervised and supervised settings: name -> (residual, lambda_pe, bagging, knn)
@@ -69,6 +72,7 @@ class SemiRunSettings:
     lambda_pe: float = 0.1
     n_labelled: int = 10
     seeds: tuple[int, ...] = (0,)
+    box_file: str | None = None  # e.g. "boxes.json" in each category folder; None: boxes from masks
     config: SemiRESTConfig = dataclasses.field(default_factory=SemiRESTConfig)
     mixmatch: MixMatchConfig = dataclasses.field(default_factory=MixMatchConfig)
 
@@ -94,6 +98,38 @@ def labelled_split(labels: torch.Tensor, paths: list[str], n: int, seed: int) ->
             if queue and len(chosen) < n:
                 chosen.append(queue.pop(0))
     return torch.tensor(sorted(chosen))
+
+
+def boxes_from_file(path: Path, test_paths: list[str], size: tuple[int, int]
+                    ) -> tuple[torch.Tensor, list[list[tuple[int, int, int, int]]]]:
+    """The labelled images named in a box file and their boxes at ``size = (H, W)``.
+
+    Returns the indices ``(n,)`` of those images in ``test_paths`` (in the order of the
+    test set) and one list of boxes per image, rescaled from the size they were drawn at.
+    Raises with the file's name when it is missing or names an image the test set lacks.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"box file {path} does not exist: draw boxes with notebook 06's widget "
+                                f"(it saves <category>/boxes.json), or leave out --boxes to derive boxes from masks")
+    boxes = load_boxes(path, resize_to=size)  # validated at the size they were drawn at, then rescaled
+    keys = {box_key(p): i for i, p in enumerate(test_paths)}
+    unknown = [name for name in boxes if name not in keys]
+    if unknown:
+        raise ValueError(f"{path}: {len(unknown)} image(s) are not in the test set, e.g. {unknown[0]!r} "
+                         f"(names are <defect type>/<file>, like {next(iter(keys))!r})")
+    if not boxes:
+        raise ValueError(f"{path}: the file names no image")
+    order = sorted(boxes, key=keys.__getitem__)
+    return torch.tensor([keys[name] for name in order]), [boxes[name] for name in order]
+
+
+def check_box_files(root: Path, categories, settings: SemiRunSettings) -> None:
+    """Raise (naming the file) if any category's ``settings.box_file`` is missing or does not fit its test set."""
+    if not settings.box_file:
+        return
+    for category in categories:
+        test_paths = [str(x.image) for x in AnomalyDataset(root, category, "test", image_size=None).samples]
+        boxes_from_file(root / category / settings.box_file, test_paths, (settings.image_size, settings.image_size))
 
 
 def _paper_cells(dataset: str, setting: str, category: str, method: str, variant: str):
@@ -138,26 +174,34 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
     foreground = load_foregrounds(train_paths, size) if toy else None
     sources = _toy_sources(root, category, size) if toy else None
     variants = ABLATION_VARIANTS if ablation else {"paper": None}
+    drawn = (boxes_from_file(root / category / settings.box_file, test_paths, tuple(masks.shape[-2:]))
+             if settings.box_file else None)  # (indices, boxes) of the annotated images
+    empty = [box_key(test_paths[i]) for i, b in zip(drawn[0].tolist(), drawn[1]) if not b and labels[i]] if drawn else []
+    if empty:
+        print(f"warning: {root / category / settings.box_file} gives no box for {len(empty)} anomalous image(s) "
+              f"(e.g. {empty[0]}): all their pixels count as normal", flush=True)
     rows = []
     for seed in settings.seeds:
         pretrained: SemiREST | None = None  # the full unsupervised model, which "semi" fine-tunes
         for setting in setting_names:
-            n_lab = settings.n_labelled if setting != "unsupervised" else 0
+            n_lab = (len(drawn[0]) if drawn else settings.n_labelled) if setting != "unsupervised" else 0
             keep = torch.ones(len(test), dtype=torch.bool)
             if n_lab:
-                chosen = labelled_split(labels, test_paths, n_lab, seed)
+                chosen = drawn[0] if drawn else labelled_split(labels, test_paths, n_lab, seed)
                 keep[chosen] = False
             te, tm, tl = test[keep], masks[keep], labels[keep]
             base = {"dataset": dataset, "category": category, "setting": setting, "seed": seed,
-                    "n_labelled": n_lab, "n_test": int(keep.sum())}
+                    "n_labelled": n_lab, "n_test": int(keep.sum()),
+                    "boxes": (settings.box_file if drawn else "masks") if setting == "semi" else None}
             if setting == "semi":
                 if pretrained is None:
                     pretrained = _fit(_config(settings, None, "unsupervised", seed), settings, seed, device,
                                       progress, train, foreground, sources, None)[0]
                 rows.append(_patchcore_row(base, pretrained.memory, train, te, tm, tl, settings, seed, device))
                 _report(rows[-1], progress)
-                boxes = torch.stack([box_pixel_labels(boxes_from_mask(masks[i]), tuple(masks.shape[-2:]))
-                                     for i in chosen.tolist()])  # (n, H, W): tight boxes around each region
+                image_boxes = drawn[1] if drawn else [boxes_from_mask(masks[i]) for i in chosen.tolist()]
+                boxes = torch.stack([box_pixel_labels(b, tuple(masks.shape[-2:]))
+                                     for b in image_boxes])  # (n, H, W): 0 outside the boxes, UNKNOWN inside
                 for variant, spec in (SEMI_VARIANTS if ablation else {"paper": {}}).items():
                     model = copy.deepcopy(pretrained)
                     model.config = dataclasses.replace(model.config, dropout=spec.get("dropout", model.config.dropout))
@@ -260,6 +304,9 @@ def semirest_layout(rows: list[dict]) -> str:
     seeds = len({r["seed"] for r in rows})
     note = (f"\nMean{' ± std' if seeds > 1 else ''} over {seeds} seed(s). Supervised rows are evaluated on the "
             "test set without the labelled anomalous images (PatchCore too).")
+    sources = sorted({r["boxes"] for r in rows if r.get("boxes")})
+    if sources:
+        note += f" Semi-supervised boxes: {', '.join(sources)} (masks: one tight box around each defect region)."
     return viz.format_results_table(table, header) + "\n" + note
 
 
@@ -268,6 +315,7 @@ def semirest_table(dataset: str, root: Path, categories, settings: SemiRunSettin
                    progress: bool = True) -> list[dict]:
     """Run :func:`run_semirest_category` over ``categories``; write CSV and Markdown."""
     stem = f"semirest_{dataset}" + ("_ablation" if ablation else "")
+    check_box_files(root, categories, settings)  # before the first hour of training, not after it
     rows = []
     for category in categories:
         rows += run_semirest_category(dataset, root, category, settings, setting_names=setting_names,
