@@ -203,8 +203,8 @@ class SemiREST:
                               for _ in range(count)]).cpu()  # (count, k)
         return index, corners[chosen]  # (count,), (count, k, 2)
 
-    def _windows(self, pool: TokenPool, index: Tensor, corners: Tensor, gen: torch.Generator,
-                 augment: bool = True) -> tuple[Tensor, Tensor]:
+    def windows_from_pool(self, pool: TokenPool, index: Tensor, corners: Tensor, gen: torch.Generator,
+                          augment: bool = True) -> tuple[Tensor, Tensor]:
         """Windows ``(count*k, mu, mu, d)`` of pool images at ``corners`` ``(count, k, 2)`` and their labels."""
         mu = self.config.mu
         tokens = self._tokens(pool, index, gen, augment)  # (count, h, w, d)
@@ -225,7 +225,7 @@ class SemiREST:
             if pool is None or count == 0:
                 continue
             index, corners = self._draw(pool, count, fraction or cfg.window_fraction, gen)
-            w, lab = self._windows(pool, index, corners, gen)
+            w, lab = self.windows_from_pool(pool, index, corners, gen)
             windows.append(w)
             labels.append(lab)
         return torch.cat(windows), torch.cat(labels)

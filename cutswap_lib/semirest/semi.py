@@ -65,7 +65,7 @@ def finetune_with_boxes(model: SemiREST, images: Tensor, pixel_labels: Tensor,
         index, corners = model._draw(box_pool, cfg.b3, cfg.window_fraction, gen)
         copies, box_labels = [], None
         for _ in range(cfg.copies):  # M k-NN augmentations of the same windows, Eq. (12)
-            w, box_labels = model._windows(box_pool, index, corners, gen)
+            w, box_labels = model.windows_from_pool(box_pool, index, corners, gen)
             copies.append(w)
         loss_mix, parts = mixmatch_loss(model.model, copies, box_labels, cfg, step, gen, model.config.dropout)
         loss = loss_f + loss_mix
