@@ -306,8 +306,8 @@ def semirest_layout(rows: list[dict]) -> str:
             "test set without the labelled anomalous images (PatchCore too).")
     sources = sorted({r["boxes"] for r in rows if r.get("boxes")})
     if sources:
-        note += (f" Semi-supervised boxes: {', '.join(sources)}"
-                 + (" (masks: one tight box around each defect region)." if "masks" in sources else "."))
+        named = {"masks": "one tight box around each defect region of the mask"}
+        note += f" Semi-supervised boxes: {', '.join(named.get(x, x) for x in sources)}."
     return viz.format_results_table(table, header) + "\n" + note
 
 
