@@ -103,11 +103,21 @@ def _checkpoint_path(folder: Path, epoch: int) -> Path:
     return folder / f"epoch_{epoch:04d}.pt"
 
 
+def _checkpoints(folder: Path) -> list[Path]:
+    """The ``epoch_NNNN.pt`` files in ``folder``, oldest first."""
+    return sorted(Path(folder).glob("epoch_*.pt"))
+
+
+def _check_keep_last(keep_last: int | None) -> None:
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"keep_last must be at least 1 (the checkpoint to resume from), got {keep_last}")
+
+
 def latest_checkpoint(folder: Path | None) -> Path | None:
     """The checkpoint of the last finished epoch in ``folder`` (None if there is none)."""
     if folder is None or not Path(folder).is_dir():
         return None
-    found = sorted(Path(folder).glob("epoch_*.pt"))
+    found = _checkpoints(folder)
     return found[-1] if found else None
 
 
@@ -123,6 +133,7 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
     checkpoints stay on disk (None keeps all; a ResNet18 checkpoint is about 90 MB, so 256
     epochs would otherwise fill a Colab disk).
     """
+    _check_keep_last(keep_last)  # before the first epoch, not after it
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
     model = ThreeWayNet(config.backbone, config.weights).to(device)
@@ -202,12 +213,10 @@ def save_checkpoint(model, optimizer, config: TrainConfig, epoch: int, history: 
 
 def prune_checkpoints(folder: Path, keep_last: int | None) -> list[Path]:
     """Delete all but the ``keep_last`` newest ``epoch_NNNN.pt`` in ``folder``; returns the deleted paths."""
+    _check_keep_last(keep_last)
     if keep_last is None:
         return []
-    if keep_last < 1:
-        raise ValueError(f"keep_last must be at least 1 (the checkpoint to resume from), got {keep_last}")
-    found = sorted(Path(folder).glob("epoch_*.pt"))
-    stale = found[:-keep_last]
+    stale = _checkpoints(folder)[:-keep_last]
     for path in stale:
         path.unlink()
     return stale

@@ -66,6 +66,10 @@ def test_only_the_newest_checkpoints_are_kept(tiny_data, tmp_path):
     train_three_way(images, maps, config(epochs=3), checkpoint_dir=tmp_path, device="cpu",
                     progress=False, keep_last=1)
     assert [p.name for p in tmp_path.glob("epoch_*.pt")] == ["epoch_0002.pt"]
+    with pytest.raises(ValueError, match="keep_last"):  # refused before any epoch is trained
+        train_three_way(images, maps, config(epochs=1, seed=1), checkpoint_dir=tmp_path / "none",
+                        device="cpu", progress=False, keep_last=0)
+    assert not (tmp_path / "none").exists()
 
 
 def test_prune_checkpoints_keeps_the_newest_and_refuses_zero(tmp_path):
