@@ -174,12 +174,14 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
     foreground = load_foregrounds(train_paths, size) if toy else None
     sources = _toy_sources(root, category, size) if toy else None
     variants = ABLATION_VARIANTS if ablation else {"paper": None}
-    drawn = (boxes_from_file(root / category / settings.box_file, test_paths, tuple(masks.shape[-2:]))
-             if settings.box_file else None)  # (indices, boxes) of the annotated images
-    empty = [box_key(test_paths[i]) for i, b in zip(drawn[0].tolist(), drawn[1]) if not b and labels[i]] if drawn else []
-    if empty:
-        print(f"warning: {root / category / settings.box_file} gives no box for {len(empty)} anomalous image(s) "
-              f"(e.g. {empty[0]}): all their pixels count as normal", flush=True)
+    drawn = None  # (indices, boxes) of the images a box file annotates
+    if settings.box_file:
+        box_path = root / category / settings.box_file
+        drawn = boxes_from_file(box_path, test_paths, tuple(masks.shape[-2:]))
+        empty = [box_key(test_paths[i]) for i, b in zip(drawn[0].tolist(), drawn[1]) if not b and labels[i]]
+        if empty:
+            print(f"warning: {box_path} gives no box for {len(empty)} anomalous image(s) (e.g. {empty[0]}): "
+                  f"all their pixels count as normal", flush=True)
     rows = []
     for seed in settings.seeds:
         pretrained: SemiREST | None = None  # the full unsupervised model, which "semi" fine-tunes
