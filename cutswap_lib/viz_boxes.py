@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from PIL import Image, ImageDraw
 
-from .semirest.boxes import UNKNOWN, box_key, load_boxes, save_boxes, validate_boxes  # noqa: F401 (box_key: re-exported for notebook 06)
+from .semirest.boxes import UNKNOWN, load_boxes, save_boxes, validate_boxes
 from .semirest.labels import anomalous_share
 from .semirest.losses import IGNORE
 from .semirest.mixmatch import lambda_u_at, sharpen

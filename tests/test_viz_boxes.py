@@ -10,7 +10,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cutswap_lib import viz_boxes as vb  # noqa: E402
-from cutswap_lib.semirest import (IGNORE, UNKNOWN, block_labels, box_block_labels, box_pixel_labels,  # noqa: E402
+from cutswap_lib.semirest import (IGNORE, UNKNOWN, block_labels, box_block_labels, box_key, box_pixel_labels,  # noqa: E402
                                   load_boxes, save_boxes)
 
 
@@ -34,7 +34,7 @@ def tiny(n=2, size=32, grid=4):
 
 # --------------------------------------------------------------------------- helpers
 def test_box_key_and_hidden_defect_blocks():
-    assert vb.box_key("/data/toy/disc/test/chip/003.png") == "chip/003.png"
+    assert box_key("/data/toy/disc/test/chip/003.png") == "chip/003.png"
     masks = torch.zeros(1, 8, 8)
     masks[0, 0, 0] = 1  # 1 of the 16 pixels of block (0, 0)
     labels = torch.zeros(1, 2, 2, dtype=torch.long)

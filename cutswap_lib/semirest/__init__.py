@@ -22,7 +22,7 @@ Taught in ``notebooks/04_semirest_residuals.ipynb`` (residuals) and
 ``notebooks/06_mixmatch_boxes.ipynb`` (box labels, MixMatch).
 """
 
-from .boxes import UNKNOWN, box_block_labels, box_pixel_labels, boxes_from_mask, load_boxes, save_boxes
+from .boxes import UNKNOWN, box_block_labels, box_key, box_pixel_labels, boxes_from_mask, load_boxes, save_boxes
 from .labels import anomalous_share, block_labels
 from .losses import IGNORE, focal_loss
 from .mixmatch import MixMatchConfig, mixmatch_loss, sharpen
@@ -36,7 +36,7 @@ from .token_augment import k_nearest_memory, knn_choice, knn_residuals, residual
 from .windows import bag_windows, extract_windows, window_corners, window_starts
 
 __all__ = [
-    "UNKNOWN", "MixMatchConfig", "box_block_labels", "box_pixel_labels", "boxes_from_mask", "load_boxes",
+    "UNKNOWN", "MixMatchConfig", "box_block_labels", "box_key", "box_pixel_labels", "boxes_from_mask", "load_boxes",
     "save_boxes", "mixmatch_loss", "sharpen", "finetune_with_boxes", "IGNORE", "RESIDUAL_MODES", "PositionConstrainedFeatures", "ResidualMatch", "ResidualMemory",
     "SemiREST", "SemiRESTConfig", "TokenPool", "TokenSwin", "add_position_code", "anomalous_share",
     "bag_windows", "block_labels", "elementwise_residual", "extract_windows", "focal_loss",
