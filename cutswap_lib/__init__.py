@@ -1,28 +1,33 @@
 """cutswap_lib: the thin, GPU-capable core of the CutSwap / SemiREST course.
 
-One module per idea (see ``DESIGN.md``):
+It reads as the course: a shared core, the two papers' methods, the command layer, the figures.
+
+Shared core
 
 * :mod:`cutswap_lib.config`     – the one profile switch (fast / default / paper)
-* :mod:`cutswap_lib.data`       – MVTec-layout datasets, download helpers, the toy dataset
-* :mod:`cutswap_lib.backbones`  – feature extractors and the offline weights policy
-* :mod:`cutswap_lib.weights`    – the offline weights policy (re-exported by backbones)
-* :mod:`cutswap_lib.saliency`   – multilevel LayerCAM maps and their on-disk cache
-* :mod:`cutswap_lib.clustering` – batched 1-D k-means on saliency, anchor sampling
-* :mod:`cutswap_lib.augment`    – CutSwap, CutSwap-scar, CutPaste, CutPaste-scar, weak augmentation
-* :mod:`cutswap_lib.synthetic`  – Perlin-mask synthetic anomalies (MemSeg / DRAEM manner) for SemiREST
-* :mod:`cutswap_lib.selfsup`    – the 3-way training set (normal / CutSwap / CutSwap-scar)
-* :mod:`cutswap_lib.train`      – 3-way self-supervised fine-tuning, checkpoints, resume
-* :mod:`cutswap_lib.semirest`   – SemiREST (a sub-package): position code, residual tokens, sliding
-  windows and bagging, the token Swin, focal loss, block and box labels, k-NN augmentation,
-  token dropout, MixMatch, training, the ``semirest-table`` runs and the paper's figures
+* :mod:`cutswap_lib.data`       – MVTec-layout datasets, splits as tensors, downloads, the toy dataset
+* :mod:`cutswap_lib.backbones`  – feature extractors (ResNet18, WideResNet50, VGG16, EfficientNet-Lite0)
+* :mod:`cutswap_lib.weights`    – the one offline weights policy and checkpoint loading
+* :mod:`cutswap_lib.patchcore`  – memory bank, greedy coreset, nearest-neighbour scoring, maps
 * :mod:`cutswap_lib.metrics`    – image / pixel AUROC, pixel AP, AUPRO
-* :mod:`cutswap_lib.patchcore`  – memory bank, greedy coreset, nearest-neighbour scoring
-* :mod:`cutswap_lib.viz`        – the figures the notebooks show (``viz_saliency``, ``viz_negatives``,
-  ``viz_training``, ``viz_semirest``, ``viz_bagging``, ``viz_boxes`` for notebooks 01-06)
-* :mod:`cutswap_lib.experiments`, :mod:`cutswap_lib.reproduce` – the command-line runs
-* :mod:`cutswap_lib.paper_numbers` – the CutSwap paper's reported figures
-* ``python -m cutswap_lib``     – the main job (toy PatchCore table and figures) and the
-  reproduction commands (``cutswap-table``, ``semirest-table``)
+* :mod:`cutswap_lib.jitter`     – random draws and batched colour jitter (both papers' augmentations)
+
+The two papers' methods (pure torch)
+
+* :mod:`cutswap_lib.cutswap`    – CutSwap: multilevel LayerCAM, k-means and anchors, CutSwap / scar /
+  CutPaste negatives, the 3-way set and its training loop
+* :mod:`cutswap_lib.semirest`   – SemiREST: position code, residual tokens, windows and bagging, the
+  token Swin, focal loss, k-NN augmentation, token dropout, synthetic anomalies, block and box
+  labels, MixMatch
+
+The command layer and the figures
+
+* :mod:`cutswap_lib.runs`       – the main job, both papers' tables and reported numbers, CSV / Markdown
+* :mod:`cutswap_lib.viz`        – one figure module per notebook (the only place using matplotlib)
+* ``python -m cutswap_lib``     – :mod:`cutswap_lib.__main__`: argument parsing and dispatch
+
+Method code imports neither :mod:`~cutswap_lib.runs` nor :mod:`~cutswap_lib.viz`;
+``tests/test_layout.py`` checks the layering and that no import circle exists.
 """
 
 __version__ = "0.1.0"

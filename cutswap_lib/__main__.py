@@ -13,8 +13,8 @@ Sub-commands (``python -m cutswap_lib <command> --help`` for each):
   columns, PatchCore on the same backbone beside it) and, with ``--ablation``, Table 6, per
   dataset and category, with the paper's numbers alongside.
 
-This module only parses arguments; the work is in :mod:`experiments`, :mod:`reproduce`
-and :mod:`semirest.reproduce`.
+This module only parses arguments; the work is in :mod:`cutswap_lib.runs` (``toy``,
+``cutswap_tables``, ``semirest_tables``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import experiments
 from .config import PROFILES, data_root, get_profile, results_root, toy_root
 from .data import DATASETS, TOY_CATEGORIES
+from .runs import cutswap_tables, semirest_tables, toy
 
 COMMANDS = ("toy", "gallery", "cutswap-table", "semirest-table")
 
@@ -113,12 +113,12 @@ def _toy(args, profile) -> int:
     print(f"cutswap_lib main job: PatchCore on the toy dataset (profile '{profile.name}', "
           f"{profile.image_size} px, {profile.toy_train} training images per category)")
     t0 = time.perf_counter()
-    rows = experiments.toy_patchcore_table(
+    rows = toy.toy_patchcore_table(
         profile, data_root=args.data_root, results=args.results, categories=args.categories,
         coreset_ratio=args.coreset_ratio, seeds=tuple(args.seeds), device=args.device,
         progress=not args.no_progress)
     print()
-    print(experiments.summary_table(rows))
+    print(toy.summary_table(rows))
     print(f"\nwrote {args.results / 'patchcore_toy.csv'}, {args.results / 'patchcore_toy.md'} "
           f"and figures under {args.results / 'figures'} in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -126,17 +126,16 @@ def _toy(args, profile) -> int:
 
 def _gallery(args, profile) -> int:
     for category in args.categories:
-        experiments.ensure_profile_toy(profile, args.data_root, category)
-    path = experiments.toy_gallery(args.data_root, profile.image_size,
+        toy.ensure_profile_toy(profile, args.data_root, category)
+    path = toy.toy_gallery(args.data_root, profile.image_size,
                                    args.results / "toy_samples.png", args.categories)
     print(f"wrote {path}")
     return 0
 
 
 def _cutswap_table(args, profile) -> int:
-    from . import reproduce  # imported here: the toy job does not need training code
 
-    settings = reproduce.RunSettings.small() if args.small else reproduce.RunSettings()
+    settings = cutswap_tables.RunSettings.small() if args.small else cutswap_tables.RunSettings()
     settings.epochs = args.epochs or settings.epochs
     settings.image_size = args.image_size or settings.image_size
     settings.train_size = args.train_size or settings.train_size
@@ -148,11 +147,11 @@ def _cutswap_table(args, profile) -> int:
     root, categories = found
     print(f"CutSwap tables on {args.dataset} ({len(categories)} categories, {settings})")
     t0 = time.perf_counter()
-    rows = reproduce.cutswap_table(args.dataset, root, categories, settings, results=args.results,
+    rows = cutswap_tables.cutswap_table(args.dataset, root, categories, settings, results=args.results,
                                    methods=args.methods, ablation=args.ablation,
                                    device=args.device, progress=not args.no_progress)
     print()
-    print(reproduce.paper_layout(rows))
+    print(cutswap_tables.paper_layout(rows))
     print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -163,7 +162,7 @@ def _dataset_root(args, profile):
         root = args.data_root or toy_root(profile)
         categories = args.categories or list(TOY_CATEGORIES)
         for category in categories:
-            experiments.ensure_profile_toy(profile, root, category)
+            toy.ensure_profile_toy(profile, root, category)
         return root, categories
     record = DATASETS[args.dataset]
     root = args.data_root or data_root() / record.folder
@@ -181,9 +180,8 @@ def _dataset_root(args, profile):
 def _semirest_table(args, profile) -> int:
     import dataclasses
 
-    from .semirest import reproduce as semi  # imported here: the toy job does not need it
 
-    settings = semi.SemiRunSettings.small() if args.small else semi.SemiRunSettings()
+    settings = semirest_tables.SemiRunSettings.small() if args.small else semirest_tables.SemiRunSettings()
     settings.image_size = args.image_size or settings.image_size
     settings.coreset_ratio = args.coreset_ratio or settings.coreset_ratio
     settings.seeds = tuple(args.seeds) if args.seeds else settings.seeds
@@ -197,17 +195,17 @@ def _semirest_table(args, profile) -> int:
         return 2
     root, categories = found
     try:
-        semi.check_box_files(root, categories, settings)
+        semirest_tables.check_box_files(root, categories, settings)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"SemiREST tables on {args.dataset} ({len(categories)} categories, {settings})")
     t0 = time.perf_counter()
-    rows = semi.semirest_table(args.dataset, root, categories, settings, results=args.results,
+    rows = semirest_tables.semirest_table(args.dataset, root, categories, settings, results=args.results,
                                setting_names=tuple(args.settings), ablation=args.ablation,
                                device=args.device, progress=not args.no_progress)
     print()
-    print(semi.semirest_layout(rows))
+    print(semirest_tables.semirest_layout(rows))
     print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.0f} s")
     return 0
 

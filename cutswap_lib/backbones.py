@@ -68,11 +68,9 @@ import torch
 from torch import nn
 
 from .weights import (  # noqa: F401  (re-exported: the weights half of this module)
-    OFFLINE_HINT, CheckpointError, WeightsUnavailableError, choose_backbone,
+    BACKBONES, OFFLINE_HINT, CheckpointError, WeightsUnavailableError, choose_backbone,
     imagenet_state_dict, load_checkpoint, load_state_into, pretrained_available,
 )
-
-BACKBONES = ("resnet18", "wide_resnet50_2", "vgg16", "efficientnet_lite0")
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LITE0_MEAN, LITE0_STD = (127 / 255,) * 3, (128 / 255,) * 3  # TF-Lite (x - 127) / 128

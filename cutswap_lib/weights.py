@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+BACKBONES = ("resnet18", "wide_resnet50_2", "vgg16", "efficientnet_lite0")  # the one list of names
 LITE0 = "efficientnet_lite0"
 
 # torchvision's ImageNet weights (V1 for all three: the weights PatchCore and the CutSwap
@@ -255,8 +256,6 @@ def choose_backbone(preferred: str = "resnet18", verbose: bool = True) -> str:
     efficientnet_lite0 (ImageNet weights of resnet18 not available offline; Lite0 ships
     with the package)``. If neither has weights, ``preferred`` is returned (random init).
     """
-    from .backbones import BACKBONES  # the one list of names
-
     if preferred not in BACKBONES:
         raise ValueError(f"unknown backbone {preferred!r}; choose one of {BACKBONES}")
     ok, why = _availability(preferred)

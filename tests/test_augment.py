@@ -8,9 +8,9 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from cutswap_lib.augment import (_color_jitter, _jitter_factors, _uniform, cutpaste, cutpaste_scar,
-                                 cutswap, cutswap_scar, place_patches, weak_augment)
+from cutswap_lib.cutswap import cutpaste, cutpaste_scar, cutswap, cutswap_scar, place_patches, weak_augment
 from cutswap_lib.data import AnomalyDataset
+from cutswap_lib.jitter import color_jitter, jitter_factors, uniform
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 H = W = 64
@@ -174,9 +174,9 @@ def test_cutpaste_area_and_aspect(images):
 
 # --------------------------------------------------------------------------- colour jitter
 def test_color_jitter_matches_torchvision(images):
-    u = _uniform(gen(4), len(images), 4, "cpu")
-    f = _jitter_factors(u, 0.4, 0.4, 0.4, 0.3)
-    ours = _color_jitter(images, f)
+    u = uniform(gen(4), len(images), 4, "cpu")
+    f = jitter_factors(u, 0.4, 0.4, 0.4, 0.3)
+    ours = color_jitter(images, f)
     for i in range(len(images)):
         b, c, s, h = f[i].tolist()
         ref = TF.adjust_brightness(images[i], b)

@@ -6,7 +6,7 @@ import torch
 
 from cutswap_lib import metrics
 from cutswap_lib.data import make_toy_dataset
-from cutswap_lib.experiments import load_split
+from cutswap_lib.data import load_split
 from cutswap_lib.patchcore import (PatchCore, greedy_coreset, locally_aware_patch_features,
                                    nearest_neighbors, reweighted_image_scores)
 

@@ -5,10 +5,10 @@ import shutil
 
 import pytest
 
-from cutswap_lib import paper_numbers
+from cutswap_lib.runs import cutswap_paper as paper_numbers
 from cutswap_lib.__main__ import main
 from cutswap_lib.data import make_toy_dataset
-from cutswap_lib.reproduce import ablation_variants
+from cutswap_lib.runs.cutswap_tables import ablation_variants
 
 
 def test_paper_numbers_match_the_reference_means():

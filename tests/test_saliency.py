@@ -10,7 +10,7 @@ from sklearn.cluster import KMeans
 
 from cutswap_lib.backbones import build_classifier, saliency_target_layers
 from cutswap_lib.data import AnomalyDataset
-from cutswap_lib.saliency import (SaliencyCache, kmeans_saliency, multilevel_layercam,
+from cutswap_lib.cutswap import (SaliencyCache, kmeans_saliency, multilevel_layercam,
                                   object_share_of_salient_cluster, salient_cluster_mask,
                                   sample_anchor_pairs)
 

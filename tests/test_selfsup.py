@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from cutswap_lib.augment import place_patches
+from cutswap_lib.cutswap import place_patches
 from cutswap_lib.data import AnomalyDataset
-from cutswap_lib.saliency import SaliencyCache, multilevel_layercam
-from cutswap_lib.selfsup import ThreeWayDataset, ThreeWaySpec, make_batch
+from cutswap_lib.cutswap import SaliencyCache, multilevel_layercam
+from cutswap_lib.cutswap import ThreeWayDataset, ThreeWaySpec, make_batch
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

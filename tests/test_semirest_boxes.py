@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from cutswap_lib.experiments import load_foregrounds, load_split
+from cutswap_lib.data import load_foregrounds, load_split
 from cutswap_lib.semirest import IGNORE, ResidualMemory, SemiREST, SemiRESTConfig, TokenSwin
 from cutswap_lib.semirest.boxes import (UNKNOWN, box_block_labels, box_pixel_labels, boxes_from_mask,
                                         load_boxes, rescale_boxes, save_boxes, validate_boxes)

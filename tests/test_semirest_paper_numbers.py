@@ -5,7 +5,7 @@ import math
 import pytest
 
 from cutswap_lib.data import DATASETS
-from cutswap_lib.semirest import paper_numbers as P
+from cutswap_lib.runs import semirest_paper as P
 
 MVTEC_TABLES = {"unsupervised": P.MVTEC_UNSUPERVISED, "patchcore": P.MVTEC_PATCHCORE,
                 "supervised": P.MVTEC_SUPERVISED, "semi": P.MVTEC_SEMI}

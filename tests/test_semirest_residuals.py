@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cutswap_lib.experiments import load_split
+from cutswap_lib.data import load_split
 from cutswap_lib.patchcore import locally_aware_patch_features
 from cutswap_lib.semirest import (PositionConstrainedFeatures, ResidualMemory, add_position_code,
                                   elementwise_residual, nearest_residuals, position_code)

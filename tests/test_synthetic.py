@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cutswap_lib.augment import _int_between
 from cutswap_lib.data import AnomalyDataset, toy_foreground_path
-from cutswap_lib.synthetic import KINDS, perlin_mask, perlin_noise, synthetic_anomalies
+from cutswap_lib.jitter import int_between
+from cutswap_lib.semirest.synthetic import KINDS, perlin_mask, perlin_noise, synthetic_anomalies
 
 H = W = 64
 
@@ -53,7 +53,7 @@ def reference_perlin(shape, scale_range, seed):
     h, w = shape
     g = gen(seed)
     lo, hi = scale_range
-    ry, rx = (2 ** _int_between(torch.rand(1, 2, generator=g), lo, hi - 1))[0].tolist()
+    ry, rx = (2 ** int_between(torch.rand(1, 2, generator=g), lo, hi - 1))[0].tolist()
     n = 2 ** (hi - 1) + 1
     angle = (2 * math.pi * torch.rand(1, n * n, generator=g))[0].view(n, n)
 

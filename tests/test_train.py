@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cutswap_lib import train
-from cutswap_lib.train import TrainConfig, ThreeWayNet, encoder_for_patchcore, lr_at, train_three_way
+from cutswap_lib.cutswap import train
+from cutswap_lib.cutswap import TrainConfig, ThreeWayNet, encoder_for_patchcore, lr_at, train_three_way
 
 
 @pytest.fixture(scope="module")

@@ -76,21 +76,6 @@ def test_overlay_mask_contour_draws_only_when_there_is_an_edge():
     assert ax.collections
 
 
-def test_format_results_table():
-    rows = [{"category": "tiles", "image_auroc": 0.91234, "n": 3},
-            {"category": "a|b", "image_auroc": np.float32(0.5), "n": np.int64(4)},
-            {"category": "nuts", "image_auroc": float("nan")}]
-    text = viz.format_results_table(rows, ["category", "image_auroc", "n"])
-    lines = text.splitlines()
-    assert len(lines) == 2 + len(rows)
-    assert lines[0] == "| category | image_auroc | n |"
-    assert lines[1] == "|---|---:|---:|"
-    assert lines[2] == "| tiles | 0.912 | 3 |"
-    assert lines[3] == "| a\\|b | 0.500 | 4 |"
-    assert lines[4] == "| nuts | n/a |  |"
-    assert viz.format_results_table(rows[:1], floatfmt=".1f").splitlines()[2] == "| tiles | 0.9 | 3 |"
-
-
 def test_bad_shapes_are_reported():
     images, masks, maps = tiny(n=2)
     with pytest.raises(ValueError, match="images must be"):

@@ -1,4 +1,4 @@
-"""Tests for cutswap_lib.viz_bagging: figures build on tiny inputs; helpers match the plain computation."""
+"""Tests for cutswap_lib.viz.bagging: figures build on tiny inputs; helpers match the plain computation."""
 
 import matplotlib
 
@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from cutswap_lib import viz_bagging as vb  # noqa: E402
+from cutswap_lib.viz import bagging as vb  # noqa: E402
 from cutswap_lib.semirest import bag_windows, window_corners  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Tests for cutswap_lib.viz_boxes: figures build on tiny inputs; the box annotator round-trips a JSON file."""
+"""Tests for cutswap_lib.viz.boxes: figures build on tiny inputs; the box annotator round-trips a JSON file."""
 
 import matplotlib
 
@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from cutswap_lib import viz_boxes as vb  # noqa: E402
+from cutswap_lib.viz import boxes as vb  # noqa: E402
 from cutswap_lib.semirest import (IGNORE, UNKNOWN, block_labels, box_block_labels, box_key, box_pixel_labels,  # noqa: E402
                                   load_boxes, save_boxes)
 

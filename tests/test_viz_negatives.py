@@ -1,4 +1,4 @@
-"""Tests for cutswap_lib.viz_negatives: provenance, on-object statistics on known cases, figures."""
+"""Tests for cutswap_lib.viz.negatives: provenance, on-object statistics on known cases, figures."""
 
 import math
 
@@ -12,8 +12,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from cutswap_lib import viz_negatives as vn  # noqa: E402
-from cutswap_lib.augment import cutpaste, cutpaste_scar, cutswap_scar, place_patches  # noqa: E402
+from cutswap_lib.viz import negatives as vn  # noqa: E402
+from cutswap_lib.cutswap import cutpaste, cutpaste_scar, cutswap_scar, place_patches  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

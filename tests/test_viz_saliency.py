@@ -1,4 +1,4 @@
-"""Tests for cutswap_lib.viz_saliency: every figure builds on tiny inputs, tensors and numpy alike."""
+"""Tests for cutswap_lib.viz.saliency: every figure builds on tiny inputs, tensors and numpy alike."""
 
 import matplotlib
 
@@ -11,8 +11,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from cutswap_lib import viz_saliency as vs  # noqa: E402
-from cutswap_lib.saliency import kmeans_saliency, salient_cluster_mask, sample_anchor_pairs  # noqa: E402
+from cutswap_lib.viz import saliency as vs  # noqa: E402
+from cutswap_lib.cutswap import kmeans_saliency, salient_cluster_mask, sample_anchor_pairs  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Tests for cutswap_lib.viz_semirest: figures build on tiny inputs; helpers match the plain computation."""
+"""Tests for cutswap_lib.viz.residuals: figures build on tiny inputs; helpers match the plain computation."""
 
 import matplotlib
 
@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from cutswap_lib import viz_semirest as vr  # noqa: E402
+from cutswap_lib.viz import residuals as vr  # noqa: E402
 from cutswap_lib.semirest import position_code  # noqa: E402
 
 

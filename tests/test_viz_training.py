@@ -1,4 +1,4 @@
-"""Tests for cutswap_lib.viz_training: the figures build on tiny inputs; the PCA matches scikit-learn."""
+"""Tests for cutswap_lib.viz.training: the figures build on tiny inputs; the PCA matches scikit-learn."""
 
 import matplotlib
 
@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
-from cutswap_lib import viz_training as vt  # noqa: E402
+from cutswap_lib.viz import training as vt  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -12,13 +12,14 @@ from .errors import ChecksumError, DatasetError, DownloadError, UnsafeArchiveErr
 from .folder import IMAGE_EXTENSIONS, AnomalyDataset, Sample, load_mask, load_rgb
 from .prepare import prepare_btad, prepare_ksdd2, prepare_visa
 from .registry import DATASETS, DatasetRecord
+from .splits import load_foregrounds, load_split
 from .toy import (TOY_CATEGORIES, TOY_DEFECTS, ToySample, ensure_toy_dataset, make_toy_dataset,
                   render_toy_sample, toy_foreground_path)
 
 __all__ = [
     "AnomalyDataset", "ChecksumError", "DATASETS", "DatasetError", "DatasetRecord", "DownloadError",
     "IMAGE_EXTENSIONS", "Sample", "TOY_CATEGORIES", "TOY_DEFECTS", "ToySample", "UnsafeArchiveError",
-    "download_dataset", "ensure_toy_dataset", "load_mask", "load_rgb", "make_toy_dataset",
+    "download_dataset", "ensure_toy_dataset", "load_foregrounds", "load_mask", "load_rgb", "load_split", "make_toy_dataset",
     "prepare_btad", "prepare_ksdd2", "prepare_visa", "render_toy_sample", "safe_extract",
     "toy_foreground_path", "verify_checksum",
 ]

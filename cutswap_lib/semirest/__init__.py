@@ -13,33 +13,41 @@ One module per idea, each citing the paper's section and equations:
 * :mod:`.model`         – :class:`SemiREST`: memory, token pools, training with EMA, bagged prediction
 * :mod:`.boxes`         – bounding boxes: from masks, box files, pixel semi-labels, Eq. (15)
 * :mod:`.mixmatch`      – MixMatch for residual tokens, Algorithm 1 (Sec. 3.3)
+* :mod:`.synthetic`     – synthetic anomalies with Perlin masks, in MemSeg's / DRAEM's manner (Sec. 3.2)
 * :mod:`.semi`          – semi-supervised fine-tuning with box labels (Fig. 3)
-* :mod:`.reproduce`     – the ``semirest-table`` runs (Tables 1, 3, 5, 6)
-* :mod:`.paper_numbers` – the paper's reported figures (Tables 1-6) and annotation times
+
+Pure torch: no figures, no command line. The ``semirest-table`` runs and the paper's numbers
+live in :mod:`cutswap_lib.runs` (``semirest_tables``, ``semirest_paper``), the figures in
+:mod:`cutswap_lib.viz` (``residuals``, ``bagging``, ``boxes``).
 
 Taught in ``notebooks/04_semirest_residuals.ipynb`` (residuals) and
 ``notebooks/05_swin_bagging.ipynb`` (Swin, bagging, training) and
 ``notebooks/06_mixmatch_boxes.ipynb`` (box labels, MixMatch).
 """
 
-from .boxes import UNKNOWN, box_block_labels, box_key, box_pixel_labels, boxes_from_mask, load_boxes, save_boxes
+from .boxes import (UNKNOWN, Box, box_block_labels, box_key, box_pixel_labels, boxes_from_mask, load_boxes,
+                    rescale_boxes, save_boxes, validate_boxes)
 from .labels import anomalous_share, block_labels
 from .losses import IGNORE, focal_loss
-from .mixmatch import MixMatchConfig, mixmatch_loss, sharpen
+from .mixmatch import MixMatchConfig, lambda_u_at, mixmatch_loss, mixup, mixup_lambda, sharpen, soft_focal_loss
 from .model import SemiREST, SemiRESTConfig, TokenPool
 from .position import add_position_code, position_code
 from .residuals import (RESIDUAL_MODES, PositionConstrainedFeatures, ResidualMatch, ResidualMemory,
                         elementwise_residual, nearest_residuals)
-from .semi import finetune_with_boxes
+from .semi import add_box_pool, finetune_with_boxes
 from .swin import TokenSwin
+from .synthetic import perlin_mask, perlin_noise, synthetic_anomalies
 from .token_augment import k_nearest_memory, knn_choice, knn_residuals, residual_scale, token_dropout
-from .windows import bag_windows, extract_windows, window_corners, window_starts
+from .windows import bag_windows, extract_windows, pad_to_window, window_corners, window_starts
 
 __all__ = [
-    "UNKNOWN", "MixMatchConfig", "box_block_labels", "box_key", "box_pixel_labels", "boxes_from_mask", "load_boxes",
-    "save_boxes", "mixmatch_loss", "sharpen", "finetune_with_boxes", "IGNORE", "RESIDUAL_MODES", "PositionConstrainedFeatures", "ResidualMatch", "ResidualMemory",
-    "SemiREST", "SemiRESTConfig", "TokenPool", "TokenSwin", "add_position_code", "anomalous_share",
-    "bag_windows", "block_labels", "elementwise_residual", "extract_windows", "focal_loss",
-    "k_nearest_memory", "knn_choice", "knn_residuals", "nearest_residuals", "position_code",
-    "residual_scale", "token_dropout", "window_corners", "window_starts",
+    "IGNORE", "RESIDUAL_MODES", "UNKNOWN", "Box", "MixMatchConfig", "PositionConstrainedFeatures",
+    "ResidualMatch", "ResidualMemory", "SemiREST", "SemiRESTConfig", "TokenPool", "TokenSwin",
+    "add_box_pool", "add_position_code", "anomalous_share", "bag_windows", "block_labels",
+    "box_block_labels", "box_key", "box_pixel_labels", "boxes_from_mask", "elementwise_residual",
+    "extract_windows", "finetune_with_boxes", "focal_loss", "k_nearest_memory", "knn_choice",
+    "knn_residuals", "lambda_u_at", "load_boxes", "mixmatch_loss", "mixup", "mixup_lambda",
+    "nearest_residuals", "pad_to_window", "perlin_mask", "perlin_noise", "position_code",
+    "rescale_boxes", "residual_scale", "save_boxes", "sharpen", "soft_focal_loss", "synthetic_anomalies",
+    "token_dropout", "validate_boxes", "window_corners", "window_starts",
 ]

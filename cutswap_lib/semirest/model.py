@@ -6,7 +6,7 @@ SemiREST Sec. 3.1-3.2 and 4.2 (unsupervised and supervised settings). Taught in
 1. ``fit`` embeds the normal training images once, builds the position-constrained
    memory bank (:class:`~.residuals.ResidualMemory`, Eq. 4), and prepares three *token
    pools*: the normal images, synthetic anomalies made from them
-   (:func:`cutswap_lib.synthetic.synthetic_anomalies`, Sec. 3.2.3) and, in the supervised
+   (:func:`cutswap_lib.semirest.synthetic.synthetic_anomalies`, Sec. 3.2.3) and, in the supervised
    setting, a few real anomalous images. A pool stores PCFs, each token's three nearest
    memory rows (leave-one-image-out for training images, see :mod:`.token_augment`) and
    block labels (Eq. 14).
@@ -37,7 +37,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
-from ..synthetic import synthetic_anomalies
+from .synthetic import synthetic_anomalies
 from .labels import block_labels
 from .losses import IGNORE, focal_loss
 from .residuals import ResidualMemory, elementwise_residual

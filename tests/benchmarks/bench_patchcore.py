@@ -23,7 +23,7 @@ import torch
 
 from cutswap_lib import metrics
 from cutswap_lib.data import ensure_toy_dataset
-from cutswap_lib.experiments import load_split
+from cutswap_lib.data import load_split
 from cutswap_lib.patchcore import PatchCore, greedy_coreset, reweighted_image_scores
 
 

@@ -40,7 +40,7 @@ from sklearn.cluster import KMeans
 
 from cutswap_lib.backbones import build_classifier, saliency_target_layers
 from cutswap_lib.data import AnomalyDataset, ensure_toy_dataset, toy_foreground_path
-from cutswap_lib.saliency import (SaliencyCache, multilevel_layercam,
+from cutswap_lib.cutswap import (SaliencyCache, multilevel_layercam,
                                   object_share_of_salient_cluster, sample_anchor_pairs)
 
 

@@ -7,7 +7,7 @@
   random rectangle (or thin rotated scar) cut at one random place and pasted at another,
   with an optional colour jitter of the patch.
 * :func:`weak_augment`: the colour jitter that makes positives (CutSwap Sec. III; CutPaste
-  applies it before cutting, and so do the training sets of :mod:`cutswap_lib.selfsup`).
+  applies it before cutting, and so do the training sets of :mod:`cutswap_lib.cutswap.selfsup`).
 
 Choices the papers leave open (see ``../shared/PAPER-NOTES.md``):
 
@@ -48,19 +48,13 @@ import math
 
 import torch
 
+from ..jitter import check_images, color_jitter, int_between, jitter_factors, uniform
+
 Tensor = torch.Tensor
-GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
 SCAR_WIDTH, SCAR_LENGTH, SCAR_ANGLE = (2, 16), (10, 25), (-45.0, 45.0)  # CutPaste Sec. 3
 
 
-# --------------------------------------------------------------------------- checks, draws
-def _check_images(images) -> tuple[int, int, int, int]:
-    if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
-        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images)
-        raise ValueError(f"images must be a float tensor (B, C, H, W) in [0, 1], got {got}")
-    return tuple(images.shape)
-
-
+# --------------------------------------------------------------------------- checks
 def _check_anchors(anchors, b: int, device) -> Tensor:
     if not isinstance(anchors, Tensor) or anchors.shape != (b, 2, 2) or anchors.is_floating_point():
         got = f"{anchors.dtype} {tuple(anchors.shape)}" if isinstance(anchors, Tensor) else type(anchors)
@@ -76,75 +70,6 @@ def _pair(size) -> tuple[int, int]:
     return h, w
 
 
-def _uniform(generator, b: int, n: int, device) -> Tensor:
-    """``(B, n)`` float64 uniforms from one draw on the generator's device, moved to ``device``."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(b, n, generator=generator, dtype=torch.float64, device=gen_device).to(device)
-
-
-def _int_between(u: Tensor, lo, hi) -> Tensor:
-    """Uniform integers in ``[lo, hi]`` (inclusive; scalars or tensors) from uniforms ``u``."""
-    lo = torch.as_tensor(lo, device=u.device)
-    span = torch.as_tensor(hi, device=u.device) - lo + 1
-    return lo + (u * span).long().clamp(max=span - 1)
-
-
-# --------------------------------------------------------------------------- colour jitter
-def _gray(x: Tensor) -> Tensor:
-    """Luma of ``(B, 3, ...)`` RGB -> ``(B, 1, ...)``."""
-    return GRAY[0] * x[:, :1] + GRAY[1] * x[:, 1:2] + GRAY[2] * x[:, 2:3]
-
-
-def _shift_hue(x: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the HSV hue of ``(B, 3, ...)`` RGB by ``shift`` ``(B, 1, ...)`` turns (colorsys formulas)."""
-    r, g, b = x[:, :1], x[:, 1:2], x[:, 2:3]
-    v, lo = x.amax(1, keepdim=True), x.amin(1, keepdim=True)
-    chroma = v - lo
-    s = torch.where(v > 0, chroma / v.clamp(min=1e-12), torch.zeros_like(v))
-    c = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    h = torch.where(v == r, (g - b) / c, torch.where(v == g, 2 + (b - r) / c, 4 + (r - g) / c))
-    h = torch.where(chroma > 0, h, torch.zeros_like(h))
-    h = (h / 6 + 1 + shift) % 1.0  # hue in turns, shifted
-    sector = (h * 6).floor()
-    f = h * 6 - sector
-    sector = sector.long() % 6  # (B, 1, ...)
-    p = (v * (1 - s)).clamp(0, 1)
-    q = (v * (1 - s * f)).clamp(0, 1)
-    t = (v * (1 - s * (1 - f))).clamp(0, 1)
-    table = torch.cat([v, q, p, t], 1)  # (B, 4, ...) the values a channel can take
-    pick = torch.tensor([[0, 1, 2, 2, 3, 0], [3, 0, 0, 1, 2, 2], [2, 2, 3, 0, 0, 1]],
-                        device=x.device)  # [channel, sector] -> row of table
-    index = pick[:, sector.squeeze(1)].movedim(0, 1)  # (B, 3, ...)
-    return table.gather(1, index)
-
-
-def _jitter_factors(u: Tensor, brightness, contrast, saturation, hue) -> Tensor:
-    """Uniforms ``(B, 4)`` -> brightness, contrast, saturation factors and hue shift ``(B, 4)``."""
-    lo = torch.tensor([max(0.0, 1 - brightness), max(0.0, 1 - contrast), max(0.0, 1 - saturation),
-                       -hue], dtype=u.dtype, device=u.device)
-    hi = torch.tensor([1 + brightness, 1 + contrast, 1 + saturation, hue], dtype=u.dtype, device=u.device)
-    return lo + u * (hi - lo)
-
-
-def _color_jitter(x: Tensor, f: Tensor, weight: Tensor | None = None, hue: bool = True) -> Tensor:
-    """Brightness, contrast, saturation, hue (this fixed order) on ``(B, 3, ...)``; ``f`` ``(B, 4)``.
-
-    Each step blends and clamps to [0, 1] as torchvision's ``adjust_*`` do. The contrast
-    step blends with the mean luma over ``weight`` ``(B, 1, ...)`` (all pixels if None).
-    """
-    f = f.to(x.dtype).view(x.shape[0], 4, *([1] * (x.ndim - 2)))  # (B, 4, 1, ...)
-    dims = tuple(range(2, x.ndim))
-    x = (f[:, 0:1] * x).clamp(0, 1)  # brightness: blend with black
-    luma = _gray(x)
-    if weight is None:
-        mean = luma.mean(dims, keepdim=True)
-    else:
-        mean = (luma * weight).sum(dims, keepdim=True) / weight.sum(dims, keepdim=True).clamp(min=1)
-    x = (f[:, 1:2] * x + (1 - f[:, 1:2]) * mean).clamp(0, 1)  # contrast: blend with mean grey
-    x = (f[:, 2:3] * x + (1 - f[:, 2:3]) * _gray(x)).clamp(0, 1)  # saturation: blend with luma
-    return _shift_hue(x, f[:, 3:4]) if hue else x
-
-
 def weak_augment(images: Tensor, generator: torch.Generator | None = None, brightness: float = 0.1,
                  contrast: float = 0.1, saturation: float = 0.1, hue: float = 0.0) -> Tensor:
     """Colour jitter for positives (CutSwap Sec. III): ``(B, 3, H, W)`` -> ``(B, 3, H, W)`` in [0, 1].
@@ -155,9 +80,9 @@ def weak_augment(images: Tensor, generator: torch.Generator | None = None, brigh
     torchvision's ``adjust_*`` with the same factors). CutPaste (Li et al., CVPR 2021) Sec. 3
     uses 0.1 for all four on its patch. Taught in ``notebooks/02_cutswap_generation.ipynb``.
     """
-    b = _check_images(images)[0]
-    f = _jitter_factors(_uniform(generator, b, 4, images.device), brightness, contrast, saturation, hue)
-    return _color_jitter(images, f, hue=hue > 0)
+    b = check_images(images)[0]
+    f = jitter_factors(uniform(generator, b, 4, images.device), brightness, contrast, saturation, hue)
+    return color_jitter(images, f, hue=hue > 0)
 
 
 # --------------------------------------------------------------------------- placement, index maps
@@ -279,7 +204,7 @@ def _scar_bound(width, length, angle) -> tuple[int, int]:
 
 def _scar_sizes(u: Tensor, width, length) -> Tensor:
     """``(B, 2)`` uniforms -> scar rectangles ``(B, 2)`` = (length, width) in pixels."""
-    return torch.stack([_int_between(u[:, 1], *length), _int_between(u[:, 0], *width)], 1)
+    return torch.stack([int_between(u[:, 1], *length), int_between(u[:, 0], *width)], 1)
 
 
 # --------------------------------------------------------------------------- CutSwap
@@ -291,7 +216,7 @@ def cutswap(images: Tensor, anchors: Tensor, patch_size=30, *, return_footprint:
     permutation of each image's pixels. Masks are exactly the changed pixels. Taught in
     ``notebooks/02_cutswap_generation.ipynb``.
     """
-    b, _, h, w = _check_images(images)
+    b, _, h, w = check_images(images)
     anchors = _check_anchors(anchors, b, images.device)
     size = torch.tensor(_pair(patch_size), device=images.device).expand(b, 2)
     corners = place_patches(anchors, size, (h, w))  # (B, 2, 2)
@@ -309,13 +234,13 @@ def cutswap_scar(images: Tensor, anchors: Tensor, generator: torch.Generator | N
     anchors are the top-left corners of the scars' boxes (module docstring). Masks are the
     changed pixels. Taught in ``notebooks/02_cutswap_generation.ipynb``.
     """
-    b, _, h, w = _check_images(images)
+    b, _, h, w = check_images(images)
     anchors = _check_anchors(anchors, b, images.device)
     big = _scar_bound(width, length, angle)
     if 2 * big[0] > h and 2 * big[1] > w:
         raise ValueError(f"two disjoint scar boxes of up to {list(big)} px do not fit in {h}x{w} "
                          f"images (need 2 h <= H or 2 w <= W): use smaller width / length")
-    u = _uniform(generator, b, 4, images.device)  # width, length, angle 0, angle 1
+    u = uniform(generator, b, 4, images.device)  # width, length, angle 0, angle 1
     rect = _scar_sizes(u, width, length)  # (B, 2)
     rad = torch.deg2rad(angle[0] + u[:, 2:] * (angle[1] - angle[0]))  # (B, 2)
     box = _scar_box(rect, rad)  # (B, 2)
@@ -329,16 +254,16 @@ def cutswap_scar(images: Tensor, anchors: Tensor, generator: torch.Generator | N
 def _paste(images, u, rect, box, rad, jitter, footprint):
     """Cut ``rect`` at a random place, paste it (rotated by ``rad``, jittered) in a random ``box``."""
     b, _, h, w = images.shape
-    src = torch.stack([_int_between(u[:, 0], 0, h - rect[:, 0]), _int_between(u[:, 1], 0, w - rect[:, 1])], 1)
-    dst = torch.stack([_int_between(u[:, 2], 0, h - box[:, 0]), _int_between(u[:, 3], 0, w - box[:, 1])], 1)
+    src = torch.stack([int_between(u[:, 0], 0, h - rect[:, 0]), int_between(u[:, 1], 0, w - rect[:, 1])], 1)
+    dst = torch.stack([int_between(u[:, 2], 0, h - box[:, 0]), int_between(u[:, 3], 0, w - box[:, 1])], 1)
     index = _index_map(src[:, None], dst[:, None], rect, box, rad)
     values = None
     if jitter:  # CutPaste's colour jitter of the patch (contrast: the patch's own mean)
         tr, tc, sr, sc, valid = index
         flat = images.reshape(b, images.shape[1], h * w)
         values = flat.gather(2, (sr * w + sc)[:, None].expand(-1, images.shape[1], -1))  # (B, 3, N)
-        f = _jitter_factors(u[:, 4:8], jitter, jitter, jitter, jitter)
-        values = _color_jitter(values, f, weight=valid[:, None].to(images.dtype))
+        f = jitter_factors(u[:, 4:8], jitter, jitter, jitter, jitter)
+        values = color_jitter(values, f, weight=valid[:, None].to(images.dtype))
     return _write(images, index, values, footprint)
 
 
@@ -352,8 +277,8 @@ def cutpaste(images: Tensor, generator: torch.Generator | None = None, area_rati
     None or 0: no jitter). The CutSwap paper's baseline; masks are the changed pixels.
     Taught in ``notebooks/02_cutswap_generation.ipynb``.
     """
-    b, _, h, w = _check_images(images)
-    u = _uniform(generator, b, 10, images.device)  # src, dst, jitter x4, area, aspect
+    b, _, h, w = check_images(images)
+    u = uniform(generator, b, 10, images.device)  # src, dst, jitter x4, area, aspect
     area = (area_ratio[0] + u[:, 8] * (area_ratio[1] - area_ratio[0])) * h * w
     lo, hi = math.log(aspect_ratio[0]), math.log(aspect_ratio[1])
     aspect = (lo + u[:, 9] * (hi - lo)).exp()
@@ -372,12 +297,12 @@ def cutpaste_scar(images: Tensor, generator: torch.Generator | None = None, widt
     (degrees) with nearest sampling and pasted, only inside its rotated footprint, at
     another uniform place. Taught in ``notebooks/02_cutswap_generation.ipynb``.
     """
-    b, _, h, w = _check_images(images)
+    b, _, h, w = check_images(images)
     big = _scar_bound(width, length, angle)
     if big[0] > h or big[1] > w:
         raise ValueError(f"a rotated scar box of up to {list(big)} px does not fit in {h}x{w} "
                          f"images: use smaller width / length")
-    u = _uniform(generator, b, 11, images.device)  # src, dst, jitter x4, width, length, angle
+    u = uniform(generator, b, 11, images.device)  # src, dst, jitter x4, width, length, angle
     rect = _scar_sizes(u[:, 8:10], width, length)
     rad = torch.deg2rad(angle[0] + u[:, 10:11] * (angle[1] - angle[0]))  # (B, 1)
     box = _scar_box(rect, rad)

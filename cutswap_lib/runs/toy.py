@@ -1,4 +1,4 @@
-"""Command-line experiments: the runs behind ``python -m cutswap_lib``.
+"""The main job behind ``python -m cutswap_lib``: PatchCore on every toy category, table and figures.
 
 Each function takes plain arguments, calls the library and returns rows (dicts) that
 the command line prints as a Markdown table and writes as CSV. No argument parsing
@@ -7,17 +7,17 @@ here (that lives in ``__main__``), no notebook code.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from . import metrics, viz
-from .config import Profile
-from .data import TOY_CATEGORIES, AnomalyDataset, ensure_toy_dataset, load_mask, toy_foreground_path
-from .patchcore import PatchCore
+from .. import metrics, viz
+from ..config import Profile
+from ..data import TOY_CATEGORIES, AnomalyDataset, ensure_toy_dataset, load_split
+from ..patchcore import PatchCore
+from .results import format_results_table, write_csv
 
 RESULT_COLUMNS = ["category", "backbone", "weights", "coreset", "image_auroc", "pixel_auroc",
                   "pixel_ap", "aupro", "fit_s", "predict_s"]
@@ -48,21 +48,6 @@ def ensure_profile_toy(profile: Profile, root: Path, category: str) -> Path:
                               image_size=profile.image_size, seed=0)
 
 
-def load_split(root: Path, category: str, split: str, image_size: int):
-    """All samples of one split as tensors: images ``(N,3,S,S)``, masks ``(N,S,S)``, labels ``(N,)``, paths."""
-    ds = AnomalyDataset(root, category, split, image_size=image_size)
-    loader = torch.utils.data.DataLoader(ds, batch_size=len(ds), shuffle=False)
-    images, masks, labels, paths = next(iter(loader))
-    return images, masks[:, 0], labels, list(paths)
-
-
-def load_foregrounds(paths, image_size: int) -> torch.Tensor:
-    """Object footprints ``(N, 1, S, S)`` in {0, 1} of toy images given by their paths."""
-    masks = [torch.from_numpy(load_mask(toy_foreground_path(p))).float()[None, None] for p in paths]
-    return torch.nn.functional.interpolate(torch.cat(masks), size=(image_size, image_size),
-                                           mode="nearest")  # (N, 1, S, S)
-
-
 def run_patchcore(root: Path, category: str, spec: BackboneSpec, *, image_size: int,
                   coreset_ratio: float, seed: int = 0, device: str | None = None,
                   progress: bool = True):
@@ -86,26 +71,6 @@ def run_patchcore(root: Path, category: str, spec: BackboneSpec, *, image_size: 
     return row, preds
 
 
-def write_csv(rows: list[dict], path: Path, columns: list[str] = RESULT_COLUMNS) -> Path:
-    """Write ``rows`` to ``path`` as CSV (parent folders created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def save_figure(fig, path: Path, dpi: int = 80) -> Path:
-    """Write ``fig`` to ``path`` (parent folders created) and close it; returns the path."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def save_anomaly_figure(preds: dict, title: str, path: Path, n_show: int = 6) -> Path:
     """Overlay figure of the ``n_show`` highest-scoring anomalous and a normal test image."""
     labels = preds["labels"]
@@ -118,7 +83,7 @@ def save_anomaly_figure(preds: dict, title: str, path: Path, n_show: int = 6) ->
     fig = viz.show_anomaly_maps(preds["images"][pick], preds["maps"][pick],
                                 preds["masks"][pick], titles=titles)
     fig.suptitle(title)
-    return save_figure(fig, path, dpi=80)
+    return viz.save_figure(fig, path, dpi=80)
 
 
 def summarize(rows: list[dict], keys=("category", "backbone", "weights", "coreset"),
@@ -173,7 +138,7 @@ def toy_patchcore_table(profile: Profile, *, data_root: Path, results: Path,
 
 def summary_table(rows: list[dict]) -> str:
     """Markdown table of :func:`summarize` over per-run rows."""
-    return viz.format_results_table(summarize(rows), ["category", "backbone", "weights", "coreset",
+    return format_results_table(summarize(rows), ["category", "backbone", "weights", "coreset",
                                                       "seeds", "image_auroc", "pixel_auroc",
                                                       "pixel_ap", "aupro", "fit_s", "predict_s"])
 
@@ -194,4 +159,4 @@ def toy_gallery(root: Path, image_size: int, path: Path, categories=TOY_CATEGORI
             masks.append(mask)
             titles.append(f"{category}: {kind}")
     fig = viz.show_samples(torch.stack(images), torch.stack(masks), titles=titles, ncols=ncols)
-    return save_figure(fig, path, dpi=72)
+    return viz.save_figure(fig, path, dpi=72)

@@ -23,7 +23,7 @@ Choices the papers leave open or that we simplify:
   of blocks that are shuffled. Texture sources get the same flips and jitter.
 * **Blending**: ``out = (1 - o m) x + o m fill`` with ``o ~ U(0.15, 1)`` per image
   (MemSeg's transparency; DRAEM's ``1 - beta`` is in [0.2, 1]).
-* **Masks** are exactly the changed pixels (as :mod:`cutswap_lib.augment`); an image whose
+* **Masks** are exactly the changed pixels (as :mod:`cutswap_lib.cutswap.augment`); an image whose
   changed area falls below ``min_area`` (a fill equal to the image) is redrawn.
 * **Randomness**: every draw comes from ``generator`` on its own device, so a seed fixes
   the output. Everything is batched; the only loops are the bounded redraws.
@@ -36,7 +36,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .augment import _check_images, _color_jitter, _int_between, _jitter_factors
+from ..jitter import check_images, color_jitter, int_between, jitter_factors
 
 Tensor = torch.Tensor
 KINDS = ("texture", "colour", "self")
@@ -100,7 +100,7 @@ def perlin_noise(shape: tuple[int, int], batch: int, scale_range=(0, 6),
         raise ValueError(f"need H, W, batch >= 1 and 0 <= lo < hi <= 12 in scale_range, got "
                          f"shape={tuple(shape)}, batch={batch}, scale_range={tuple(scale_range)}")
     device = torch.device("cpu") if device is None else torch.device(device)
-    res = 2 ** _int_between(_rand(generator, (batch, 2), device), lo, hi - 1)  # (B, 2) cells per axis
+    res = 2 ** int_between(_rand(generator, (batch, 2), device), lo, hi - 1)  # (B, 2) cells per axis
     n = 2 ** (hi - 1) + 1  # lattice points per axis at the finest resolution
     angle = 2 * math.pi * _rand(generator, (batch, n * n), device)  # (B, n*n)
     grad = torch.stack([angle.sin(), angle.cos()], -1)  # (B, n*n, 2) unit (row, col) gradients
@@ -180,7 +180,7 @@ def _flip_and_jitter(x: Tensor, generator) -> Tensor:
     x = torch.where(flip[:, 1], x.flip(-1), x)
     if x.shape[-2] == x.shape[-1]:
         x = torch.where(flip[:, 2], x.transpose(-2, -1), x)  # with the flips: all 8 rotations/mirrors
-    return _color_jitter(x, _jitter_factors(u[:, 3:], **JITTER))
+    return color_jitter(x, jitter_factors(u[:, 3:], **JITTER))
 
 
 def _texture_fill(own: Tensor, pool: Tensor, from_batch: bool, generator) -> Tensor:
@@ -191,9 +191,9 @@ def _texture_fill(own: Tensor, pool: Tensor, from_batch: bool, generator) -> Ten
     s = pool.shape[0]
     u = _rand(generator, (len(own),), pool.device)
     if from_batch:
-        pick = (own + _int_between(u, 1, max(s - 1, 1))) % s if s > 1 else own  # (n,) never own
+        pick = (own + int_between(u, 1, max(s - 1, 1))) % s if s > 1 else own  # (n,) never own
     else:
-        pick = _int_between(u, 0, s - 1)  # (n,)
+        pick = int_between(u, 0, s - 1)  # (n,)
     return _flip_and_jitter(pool[pick], generator)
 
 
@@ -227,7 +227,7 @@ def _anomalies_once(x, own, pool, from_batch, fg, generator, kinds, opacity, mas
     n, _, h, w = x.shape
     m = perlin_mask((h, w), n, generator=generator, device=x.device, foreground=fg, **mask_args)
     u = _rand(generator, (n, 2), x.device, x.dtype)  # kind, opacity
-    kind = _int_between(u[:, 0], 0, len(kinds) - 1)  # (n,) index into kinds
+    kind = int_between(u[:, 0], 0, len(kinds) - 1)  # (n,) index into kinds
     o = (opacity[0] + (opacity[1] - opacity[0]) * u[:, 1]).view(n, 1, 1, 1)
     fills = {"texture": lambda: _texture_fill(own, pool, from_batch, generator),
              "colour": lambda: _colour_fill(x, generator), "self": lambda: _self_fill(x, generator)}
@@ -254,7 +254,7 @@ def synthetic_anomalies(images: Tensor, generator: torch.Generator | None, foreg
     is exactly the pixels that changed; with ``return_kinds`` also ``(B,)`` indices into
     ``kinds``. Same generator state, same output.
     """
-    b, c, h, w = _check_images(images)
+    b, c, h, w = check_images(images)
     if c != 3 or bool(images.min() < 0) or bool(images.max() > 1):
         raise ValueError(f"images must be RGB (B, 3, H, W) in [0, 1], got {c} channels, values in "
                          f"[{images.min().item():.3g}, {images.max().item():.3g}]")

@@ -1,11 +1,11 @@
 """Figures of backbone training and PatchCore on its features (CutSwap Sec. III-B, IV), notebook 03.
 
-Same contract as :mod:`cutswap_lib.viz`: every ``show_*`` function draws a new figure
+Same contract as :mod:`cutswap_lib.viz.common`: every ``show_*`` function draws a new figure
 with ``plt.subplots`` and returns the :class:`matplotlib.figure.Figure`; nothing is
 closed here. Torch tensors (any device, any float dtype) and numpy arrays both work.
 
 * :func:`show_training_curves` – loss, accuracy and learning rate per epoch of several
-  runs (the ``history`` lists of :func:`cutswap_lib.train.train_three_way`).
+  runs (the ``history`` lists of :func:`cutswap_lib.cutswap.train.train_three_way`).
 * :func:`show_memory_bank_projection` – per backbone, a 2-D PCA of its normal patch
   features, the PatchCore memory bank(s) drawn on top, anomalous patches marked.
 * :func:`show_anomaly_maps_by_backbone` – the same test images scored by several
@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .viz import _images_hwc, _maps_nhw, _numpy, _show_image, _titles, overlay_mask_contour
+from .common import _images_hwc, _maps_nhw, _numpy, _show_image, _titles, overlay_mask_contour
 
 __all__ = ["show_training_curves", "pca_basis", "show_memory_bank_projection",
            "show_anomaly_maps_by_backbone"]

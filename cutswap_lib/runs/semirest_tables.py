@@ -30,16 +30,16 @@ from pathlib import Path
 
 import torch
 
-from .. import metrics, viz
-from ..data import AnomalyDataset
-from ..experiments import load_foregrounds, load_split, write_csv
+from .. import metrics
+from ..data import AnomalyDataset, load_foregrounds, load_split
 from ..patchcore import PatchCore
-from . import paper_numbers
-from .boxes import box_key, box_pixel_labels, boxes_from_mask, load_boxes
-from .mixmatch import MixMatchConfig
-from .model import SemiREST, SemiRESTConfig
-from .residuals import ResidualMemory
-from .semi import finetune_with_boxes
+from ..semirest.boxes import box_key, box_pixel_labels, boxes_from_mask, load_boxes
+from ..semirest.mixmatch import MixMatchConfig
+from ..semirest.model import SemiREST, SemiRESTConfig
+from ..semirest.residuals import ResidualMemory
+from ..semirest.semi import finetune_with_boxes
+from . import semirest_paper
+from .results import format_results_table, write_csv
 
 SETTINGS = ("unsupervised", "supervised", "semi")
 COLUMNS = ["dataset", "category", "setting", "method", "variant", "seed", "ap", "pro", "pixel_auroc",
@@ -135,11 +135,11 @@ def check_box_files(root: Path, categories, settings: SemiRunSettings) -> None:
 def _paper_cells(dataset: str, setting: str, category: str, method: str, variant: str):
     if variant != "paper":  # Table 6 (MVTec AD means); MixMatch and dropout change only the semi column
         semi_only = setting == "semi"
-        row = next((r for r in paper_numbers.ABLATION if _variant_name(r, semi_only) == variant), None)
+        row = next((r for r in semirest_paper.ABLATION if _variant_name(r, semi_only) == variant), None)
         return row.get(setting) if row else None
     if dataset not in ("mvtec", "btad", "ksdd2"):
         return None
-    return paper_numbers.paper_triple(dataset, setting, category, method)
+    return semirest_paper.paper_triple(dataset, setting, category, method)
 
 
 def _variant_name(row: dict, with_semi_modules: bool = True) -> str:
@@ -310,7 +310,7 @@ def semirest_layout(rows: list[dict]) -> str:
     if sources:
         named = {"masks": "one tight box around each defect region of the mask"}
         note += f" Semi-supervised boxes: {', '.join(named.get(x, x) for x in sources)}."
-    return viz.format_results_table(table, header) + "\n" + note
+    return format_results_table(table, header) + "\n" + note
 
 
 def semirest_table(dataset: str, root: Path, categories, settings: SemiRunSettings, *, results: Path,

@@ -1,6 +1,6 @@
 """Figures of SemiREST's sliding Swin, its training and its bagging (SemiREST Sec. 3.1.2-3.2), notebook 05.
 
-Same contract as :mod:`cutswap_lib.viz`: every ``show_*`` function draws a new figure
+Same contract as :mod:`cutswap_lib.viz.common`: every ``show_*`` function draws a new figure
 with ``plt.subplots`` and returns the :class:`matplotlib.figure.Figure`; nothing is
 closed here. Torch tensors (any device, any float dtype) and numpy arrays both work.
 
@@ -29,7 +29,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from .viz import _images_hwc, _maps_nhw, _numpy, _show_image, overlay_mask_contour
+from .common import _images_hwc, _maps_nhw, _numpy, _show_image, overlay_mask_contour
 
 __all__ = ["moving_average", "window_on_grid", "show_sliding_windows", "show_window_coverage",
            "show_synthetic_anomalies", "show_block_labels", "show_knn_augmentation",

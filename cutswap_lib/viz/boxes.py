@@ -1,6 +1,6 @@
 """Figures and the box-drawing tool of notebook 06: weak labels and MixMatch (SemiREST Sec. 3.3-3.4, 4.7).
 
-Same contract as :mod:`cutswap_lib.viz`: every ``show_*`` function draws a new figure
+Same contract as :mod:`cutswap_lib.viz.common`: every ``show_*`` function draws a new figure
 and returns the :class:`matplotlib.figure.Figure`; nothing is closed here. Torch tensors
 (any device) and numpy arrays both work. Colours follow the paper's Fig. 1: block labels
 normal blue, anomalous orange, ignored grey; box labels normal green, unknown yellow.
@@ -17,8 +17,8 @@ normal blue, anomalous orange, ignored grey; box labels normal green, unknown ye
 * :func:`show_cost_vs_accuracy` – seconds of annotation per image against AP / PRO / pixel
   AUROC (the paper's Fig. 5), one column per source of numbers.
 
-Helpers: :func:`box_key` (the name of a test image in a box file) and
-:func:`normal_blocks_with_defect` (how much defect a "normal" block label may hide).
+Helper: :func:`normal_blocks_with_defect` (how much defect a "normal" block label may hide);
+the name of a test image in a box file is :func:`cutswap_lib.semirest.box_key`.
 :class:`BoxAnnotator` draws boxes on test images with ipywidgets (imported only when its
 widget is built) and writes them with :func:`cutswap_lib.semirest.save_boxes`.
 """
@@ -37,13 +37,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from PIL import Image, ImageDraw
 
-from .semirest.boxes import UNKNOWN, load_boxes, save_boxes, validate_boxes
-from .semirest.labels import anomalous_share
-from .semirest.losses import IGNORE
-from .semirest.mixmatch import lambda_u_at, sharpen
-from .viz import _images_hwc, _maps_nhw, _numpy, _show_image, _titles, overlay_mask_contour
+from ..semirest.boxes import UNKNOWN, load_boxes, save_boxes, validate_boxes
+from ..semirest.labels import anomalous_share
+from ..semirest.losses import IGNORE
+from ..semirest.mixmatch import lambda_u_at, sharpen
+from .common import _images_hwc, _maps_nhw, _numpy, _show_image, _titles, overlay_mask_contour
 
-__all__ = ["box_key", "normal_blocks_with_defect", "show_annotation_levels", "show_boxes",
+__all__ = ["normal_blocks_with_defect", "show_annotation_levels", "show_boxes",
            "show_pseudo_labels", "show_mixup", "show_lambda_u_ramp", "show_finetune_curves",
            "show_cost_vs_accuracy", "BoxAnnotator"]
 

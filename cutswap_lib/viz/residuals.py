@@ -1,6 +1,6 @@
 """Figures of SemiREST's position-constrained residuals (SemiREST Sec. 3.1.1), notebook 04.
 
-Same contract as :mod:`cutswap_lib.viz`: every ``show_*`` function draws a new figure
+Same contract as :mod:`cutswap_lib.viz.common`: every ``show_*`` function draws a new figure
 with ``plt.subplots`` and returns the :class:`matplotlib.figure.Figure`; nothing is
 closed here. Torch tensors (any device, any float dtype) and numpy arrays both work.
 
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .viz import _images_hwc, _maps_nhw, _numpy, _show_image, _titles, overlay_mask_contour
+from .common import _images_hwc, _maps_nhw, _numpy, _show_image, _titles, overlay_mask_contour
 
 __all__ = ["token_norm_map", "top_channel_share", "match_displacement", "show_position_code",
            "show_position_similarity", "show_code_distance", "show_match_displacement",

@@ -16,7 +16,7 @@ from CutPaste (Li et al., CVPR 2021), whose 3-way task CutSwap builds on:
   the paper gives no size), then a linear classifier to 3 logits;
 * a batch holds ``batch_size`` normal images; each brings one triplet (positive,
   CutSwap, CutSwap-scar) per saliency level (``levels="all"``: the paper's five pairs per
-  image) built on the device by :func:`~cutswap_lib.selfsup.make_batch`.
+  image) built on the device by :func:`~cutswap_lib.cutswap.selfsup.make_batch`.
 
 Randomness: the head is initialised from ``seed``; epoch ``e`` shuffles and draws its
 negatives from a generator seeded by ``(seed, e)``, so training is deterministic on the
@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import FeatureExtractor, build_feature_extractor, default_layers
+from ..backbones import FeatureExtractor, build_feature_extractor, default_layers
 from .selfsup import ThreeWaySpec, make_batch
-from .weights import load_checkpoint, load_state_into
+from ..weights import load_checkpoint, load_state_into
 
 
 class ThreeWayNet(nn.Module):

@@ -1,6 +1,6 @@
 """Figures of saliency and clustering (CutSwap Sec. III-A), taught in notebook 01.
 
-Same contract as :mod:`cutswap_lib.viz`: every ``show_*`` function draws a new figure
+Same contract as :mod:`cutswap_lib.viz.common`: every ``show_*`` function draws a new figure
 with ``plt.subplots`` and returns the :class:`matplotlib.figure.Figure`; nothing is
 closed here. Torch tensors (any device, any float dtype) and numpy arrays both work.
 
@@ -24,7 +24,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .viz import _images_hwc, _numpy, _show_image
+from .common import _images_hwc, _numpy, _show_image
 
 __all__ = ["show_saliency_levels", "draw_anchor_boxes", "show_kmeans_histogram",
            "show_clusters", "show_cluster_choices", "show_object_share"]

@@ -38,7 +38,7 @@ tensor of class ids otherwise. The score is the sum over the batch of each image
 target logit (images do not interact in eval mode, so each map is its image's own).
 
 Taught in ``notebooks/01_saliency_and_clustering.ipynb``. The clustering half of Sec.
-III-A lives in :mod:`cutswap_lib.clustering` and is re-exported here.
+III-A lives in :mod:`cutswap_lib.cutswap.clustering`.
 """
 
 from __future__ import annotations
@@ -54,11 +54,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .clustering import (  # noqa: F401  (re-exported: the clustering half of Sec. III-A)
-    CLUSTER_CHOICES, METHODS, kmeans_saliency, object_share_of_salient_cluster,
-    salient_cluster_mask, sample_anchor_pairs,
-)
 
 GRADCAM_EPS = 1e-7  # grad-cam's scale_cam_image: (m - min) / (max + 1e-7)
 

@@ -8,7 +8,7 @@ semantics. This module measures that on images whose object footprint is known (
 dataset's ``foreground/`` masks):
 
 * :func:`traced_negatives` makes negatives with one of the four methods of
-  :mod:`cutswap_lib.augment` and, with a copy of the same random draws, runs the same
+  :mod:`cutswap_lib.cutswap.augment` and, with a copy of the same random draws, runs the same
   method on an image of pixel *coordinates*: the result is a **provenance map**, for every
   pixel the (row, col) whose content now sits there. From it: the pixels written, the
   pixels read, and whether each written pixel's content comes from the object.
@@ -38,8 +38,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .augment import cutpaste, cutpaste_scar, cutswap, cutswap_scar
-from .viz import _images_hwc, _numpy, _show_image, overlay_mask_contour
+from ..cutswap.augment import cutpaste, cutpaste_scar, cutswap, cutswap_scar
+from .common import _images_hwc, _numpy, _show_image, overlay_mask_contour
 
 __all__ = ["METHODS", "PIXEL_CLASSES", "KINDS", "TracedNegatives", "traced_negatives",
            "foreground_fraction", "move_shares", "negative_kinds", "kind_fractions",
@@ -196,7 +196,7 @@ def show_negatives(images, negatives: Mapping[str, object], masks: Mapping[str, 
     the originals and outlined in yellow on every mask; ``regions``: method -> a sequence
     of ``(N, 1, H, W)`` masks outlined on the negative in cyan, magenta (e.g. read and
     written pixels); ``boxes``: method -> ``(N, P, 4)`` (top, left, height, width) dashed
-    rectangles in the same colours (e.g. :func:`~cutswap_lib.augment.place_patches`).
+    rectangles in the same colours (e.g. :func:`~cutswap_lib.cutswap.augment.place_patches`).
     """
     imgs = _images_hwc(images)
     n = imgs.shape[0]

@@ -7,7 +7,7 @@ categories, each run
    disk) with the saliency network (:func:`~cutswap_lib.backbones.choose_backbone`:
    VGG16 where its ImageNet weights load, EfficientNet-Lite0 otherwise);
 2. fine-tunes the encoder (ResNet18 where its ImageNet weights load, Lite0 otherwise) on
-   the 3-way task, CutPaste and CutSwap, with :func:`~cutswap_lib.train.train_three_way`
+   the 3-way task, CutPaste and CutSwap, with :func:`~cutswap_lib.cutswap.train.train_three_way`
    (checkpointed, so an interrupted run resumes);
 3. runs PatchCore on the untouched pretrained encoder and on both fine-tuned encoders,
    at each coreset ratio (the paper: 0.001 and 0.01), and records image / pixel AUROC
@@ -27,13 +27,15 @@ from pathlib import Path
 
 import torch
 
-from . import metrics, paper_numbers, viz
-from .backbones import (build_classifier, build_feature_extractor, choose_backbone,
+from .. import metrics
+from ..backbones import (build_classifier, build_feature_extractor, choose_backbone,
                         saliency_target_layers)
-from .experiments import load_split, write_csv
-from .patchcore import PatchCore
-from .saliency import SaliencyCache
-from .train import TrainConfig, encoder_for_patchcore, train_three_way
+from ..data import load_split
+from ..patchcore import PatchCore
+from ..cutswap.saliency import SaliencyCache
+from ..cutswap.train import TrainConfig, encoder_for_patchcore, train_three_way
+from . import cutswap_paper
+from .results import format_results_table, write_csv
 
 METHODS = ("cutpaste", "resnet18", "cutswap")  # the paper's column order
 ABLATIONS = ("k", "cluster", "layers", "method")
@@ -79,8 +81,8 @@ def ablation_variants(ablation: str | None) -> dict[str, dict]:
         return {c: {"cluster": c} for c in ("random", "min", "max")}
     if ablation == "layers":  # Table VII, in the paper's VGG16 indices
         return {"+".join(f"#{i}" for i in combo): {
-            "layers": [paper_numbers.VGG16_LEVEL_INDEX[i] for i in combo]}
-            for combo in paper_numbers.ABLATION_LAYERS}
+            "layers": [cutswap_paper.VGG16_LEVEL_INDEX[i] for i in combo]}
+            for combo in cutswap_paper.ABLATION_LAYERS}
     if ablation == "method":  # Table VIII
         return {"sort": {"method": "sort"}, "kmeans": {"method": "kmeans"}}
     raise ValueError(f"unknown ablation {ablation!r}; choose one of {ABLATIONS}")
@@ -89,14 +91,14 @@ def ablation_variants(ablation: str | None) -> dict[str, dict]:
 def _paper_ablation(ablation: str | None, variant: str, coreset: float):
     """(image, pixel) of the paper's ablation tables for this variant, or None."""
     if ablation == "k":
-        return paper_numbers.ABLATION_K.get(int(variant[2:])) if coreset == 0.001 else None
+        return cutswap_paper.ABLATION_K.get(int(variant[2:])) if coreset == 0.001 else None
     if ablation == "cluster":
-        return paper_numbers.ABLATION_CLUSTER.get(variant) if coreset == 0.001 else None
+        return cutswap_paper.ABLATION_CLUSTER.get(variant) if coreset == 0.001 else None
     if ablation == "layers":
         key = tuple(int(i) for i in variant.replace("#", "").split("+"))
-        return paper_numbers.ABLATION_LAYERS.get(key) if coreset == 0.001 else None
+        return cutswap_paper.ABLATION_LAYERS.get(key) if coreset == 0.001 else None
     if ablation == "method":
-        return paper_numbers.ABLATION_METHOD.get(coreset, {}).get(variant)
+        return cutswap_paper.ABLATION_METHOD.get(coreset, {}).get(variant)
     return None
 
 
@@ -163,7 +165,7 @@ def run_category(dataset: str, root: Path, category: str, settings: RunSettings,
                     result = evaluate_patchcore(extractor, train, test, masks, labels, coreset, seed,
                                                 device)
                     paper = (_paper_ablation(ablation, variant, coreset) if ablation and method == "cutswap"
-                             else paper_numbers.paper_row(dataset, coreset, category, method))
+                             else cutswap_paper.paper_row(dataset, coreset, category, method))
                     row = {"dataset": dataset, "category": category, "method": method,
                            "ablation": variant, "coreset": coreset, "seed": seed, **result,
                            "paper_image_auroc": paper[0] if paper else None,
@@ -211,7 +213,7 @@ def paper_layout(rows: list[dict]) -> str:
     note = (f"\nMean{' ± std' if seeds > 1 else ''} over {seeds} seed(s); the paper's figure in brackets where "
             "it reports this cell. "
             "'pretrained' is the encoder before fine-tuning (the paper's ResNet18 + PC).")
-    return viz.format_results_table(table, header) + "\n" + note
+    return format_results_table(table, header) + "\n" + note
 
 
 def cutswap_table(dataset: str, root: Path, categories, settings: RunSettings, *, results: Path,

@@ -3,7 +3,7 @@
 For every normal training image and every selected saliency level (the paper's n = 5
 maps of "(30, 5, 4, 512)"), one **triplet** is made:
 
-* label 0, *normal*: the image after :func:`~cutswap_lib.augment.weak_augment` (the positive);
+* label 0, *normal*: the image after :func:`~cutswap_lib.cutswap.augment.weak_augment` (the positive);
 * label 1, *CutSwap*: that positive with two 30 px patches swapped, anchors drawn from
   the level's saliency map (k-means, K = 4, most salient cluster);
 * label 2, *CutSwap-scar*: that positive with two thin scars swapped and rotated, anchors
@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .augment import _uniform, cutpaste, cutpaste_scar, cutswap, cutswap_scar, weak_augment
+from ..jitter import uniform
+from .augment import cutpaste, cutpaste_scar, cutswap, cutswap_scar, weak_augment
 from .clustering import CLUSTER_CHOICES, METHODS, sample_anchor_pairs
 from .saliency import multilevel_layercam
 
@@ -55,10 +56,10 @@ class ThreeWaySpec:
 
     ``mode``: "cutswap" or "cutpaste"; ``patch_size``: CutSwap's square patch (int or
     ``(h, w)``); ``k``, ``cluster``, ``method``, ``top_n``: anchor sampling, as
-    :func:`~cutswap_lib.clustering.sample_anchor_pairs` (the paper's ablations);
+    :func:`~cutswap_lib.cutswap.clustering.sample_anchor_pairs` (the paper's ablations);
     ``weak``, ``scar``, ``paste``: keyword arguments of
-    :func:`~cutswap_lib.augment.weak_augment`, of the scar function of the mode
-    (``cutswap_scar`` / ``cutpaste_scar``) and of :func:`~cutswap_lib.augment.cutpaste`.
+    :func:`~cutswap_lib.cutswap.augment.weak_augment`, of the scar function of the mode
+    (``cutswap_scar`` / ``cutpaste_scar``) and of :func:`~cutswap_lib.cutswap.augment.cutpaste`.
     """
 
     mode: str = "cutswap"
@@ -128,8 +129,8 @@ class ThreeWayDataset(torch.utils.data.Dataset):
 
     ``images``: ``(N, 3, H, W)`` float in [0, 1], or a dataset whose items are such an image
     or start with one (e.g. ``AnomalyDataset(..., "train")``). ``maps``: their saliency maps
-    ``(N, L, H, W)`` at the same size (:func:`~cutswap_lib.saliency.multilevel_layercam`
-    or a :class:`~cutswap_lib.saliency.SaliencyCache`; see :meth:`from_saliency`); not needed
+    ``(N, L, H, W)`` at the same size (:func:`~cutswap_lib.cutswap.saliency.multilevel_layercam`
+    or a :class:`~cutswap_lib.cutswap.saliency.SaliencyCache`; see :meth:`from_saliency`); not needed
     with ``mode="cutpaste"``. ``layers``: the levels used (paper's layer ablation; all by
     default); one triplet per image and level, items ordered (image, level, label), so item
     ``i`` has label ``i % 3``. ``repeats``: triplets per image in cutpaste mode (default: as
@@ -265,7 +266,7 @@ def make_batch(images: torch.Tensor, maps: torch.Tensor | None, generator: torch
             per_image = maps[:, chosen].float().reshape(-1, h, w)  # (M, H, W), M = B L'
             x = images.repeat_interleave(len(chosen), 0)  # (M, 3, H, W)
         else:
-            u = _uniform(generator, b, 1, maps.device)[:, 0]
+            u = uniform(generator, b, 1, maps.device)[:, 0]
             slot = (u * len(chosen)).long().clamp(max=len(chosen) - 1)  # (B,) uniform level
             pick = torch.tensor(chosen, device=maps.device)[slot]
             per_image = maps[torch.arange(b, device=maps.device), pick].float()  # (B, H, W)
