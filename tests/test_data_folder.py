@@ -1,5 +1,6 @@
-"""AnomalyDataset and load_rgb: items, conversions, and a clear DatasetError for every bad input."""
+"""AnomalyDataset, load_rgb, load_mask: items, conversions, mask policy, a DatasetError per bad input."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 from PIL import Image
 
 from cutswap_lib.data import TOY_DEFECTS, AnomalyDataset, DatasetError, load_mask, load_rgb
+from cutswap_lib.data.folder import MaskWarning
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
@@ -97,13 +99,111 @@ def test_odd_images_in_a_dataset_load_as_rgb(tiny):
         assert ds[i][0].shape == (3, 8, 8)
 
 
-def test_load_mask_any_nonzero(tmp_path):
-    m = np.zeros((8, 8), np.uint8)
-    m[0, 0] = 1
-    assert load_mask(_save(tmp_path / "m.png", m)).sum() == 1
-    rgb = np.zeros((8, 8, 3), np.uint8)
-    rgb[1, 1, 2] = 9
-    assert load_mask(_save(tmp_path / "m3.png", rgb)).sum() == 1
+def _block(size=(32, 32), rows=slice(8, 20), cols=slice(5, 17)) -> np.ndarray:
+    """The expected ``(H, W)`` bool mask of the policy tests: one 12x12 defect."""
+    m = np.zeros(size, bool)
+    m[rows, cols] = True
+    return m
+
+
+def test_load_mask_jpeg_with_background_two(tmp_path):
+    """A JPEG-saved mask, background 2 and a noisy 255 defect: the defect's area, not 100 %."""
+    expected = _block()
+    grey = np.where(expected, 255, 2).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "m.jpg", quality=90)
+    raw = np.asarray(Image.open(tmp_path / "m.jpg"))
+    assert (raw != 0).mean() > 0.5 and len(np.unique(raw[expected])) > 1  # really noisy, background not 0
+    np.testing.assert_array_equal(load_mask(tmp_path / "m.jpg"), expected)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    Image.fromarray(rgb).save(tmp_path / "m3.jpg", quality=90)
+    np.testing.assert_array_equal(load_mask(tmp_path / "m3.jpg"), expected)
+
+
+def test_load_mask_8bit_threshold_is_half_range(tmp_path):
+    m = np.full((4, 4), 2, np.uint8)
+    m[0, 0], m[0, 1], m[0, 2] = 127, 128, 255
+    assert np.argwhere(load_mask(_save(tmp_path / "m.png", m))).tolist() == [[0, 1], [0, 2]]
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[1, 1, 2], rgb[2, 2, 0] = 9, 200  # max over the colour channels, then the same threshold
+    assert np.argwhere(load_mask(_save(tmp_path / "m3.png", rgb))).tolist() == [[2, 2]]
+
+
+def test_load_mask_zero_one_masks(tmp_path):
+    expected = _block()
+    for dtype in (np.uint8, np.uint16):
+        path = _save(tmp_path / f"m_{np.dtype(dtype).name}.png", expected.astype(dtype))
+        np.testing.assert_array_equal(load_mask(path), expected)
+    Image.fromarray(expected).save(tmp_path / "bool.png")  # mode "1"
+    assert Image.open(tmp_path / "bool.png").mode == "1"
+    np.testing.assert_array_equal(load_mask(tmp_path / "bool.png"), expected)
+
+
+def test_load_mask_16bit(tmp_path):
+    expected = _block()
+    noisy = np.where(expected, 65535 - np.arange(expected.size).reshape(expected.shape) % 700, 300)
+    path = _save(tmp_path / "m16.png", noisy.astype(np.uint16))
+    assert Image.open(path).mode.startswith("I;16")
+    np.testing.assert_array_equal(load_mask(path), expected)
+    edge = np.zeros((2, 2), np.uint16)
+    edge[0, 0], edge[0, 1] = 32767, 32768
+    assert load_mask(_save(tmp_path / "edge16.png", edge)).tolist() == [[False, True], [False, False]]
+    low = np.where(expected, 255, 0).astype(np.uint16)  # an 8-bit mask saved as 16-bit: below half range
+    assert not load_mask(_save(tmp_path / "low16.png", low)).any()
+
+
+@pytest.mark.parametrize("colour", [0, 255])
+def test_load_mask_alpha_only_defect(tmp_path, colour):
+    """RGBA / LA masks whose colour channels are blank (black or white paint) use the alpha channel."""
+    expected = _block()
+    alpha = np.where(expected, 255, 0).astype(np.uint8)
+    rgba = np.dstack([np.full(expected.shape, colour, np.uint8)] * 3 + [alpha])
+    np.testing.assert_array_equal(load_mask(_save(tmp_path / "rgba.png", rgba)), expected)
+    la = Image.fromarray(np.dstack([np.full(expected.shape, colour, np.uint8), alpha]), mode="LA")
+    la.save(tmp_path / "la.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "la.png"), expected)
+
+
+def test_load_mask_rgba_prefers_colour(tmp_path):
+    """When the colour channels carry the defect, alpha (constant or not) is ignored."""
+    expected = _block()
+    colour = np.where(expected, 255, 0).astype(np.uint8)
+    for name, alpha in (("opaque", np.full(expected.shape, 255, np.uint8)),
+                        ("faded", np.where(_block(cols=slice(0, 32)), 255, 40).astype(np.uint8))):
+        rgba = np.dstack([colour, colour, colour, alpha])
+        np.testing.assert_array_equal(load_mask(_save(tmp_path / f"{name}.png", rgba)), expected)
+
+
+def _mask_warnings(ds, index) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds[index]
+    return [str(w.message) for w in caught if issubclass(w.category, MaskWarning)]
+
+
+def test_empty_defect_mask_warns_naming_the_file(tiny):
+    path = _save(tiny / "widget/ground_truth/crack/001_mask.png", np.full((8, 8), 2, np.uint8))
+    ds = AnomalyDataset(tiny, "widget", "test", image_size=8)
+    assert _mask_warnings(ds, 0) == []
+    with pytest.warns(MaskWarning, match="empty") as record:
+        _, mask, label, _ = ds[1]
+    assert len(record) == 1 and str(path) in str(record[0].message)
+    assert str(tiny / "widget/test/crack/001.png") in str(record[0].message)
+    assert label == 1 and mask.sum() == 0  # still loaded: a warning, not an error
+    assert _mask_warnings(ds, 1) == []  # once per file
+
+
+def test_large_defect_mask_warns(tiny):
+    big = np.full((8, 8), 255, np.uint8)
+    big[:3] = 0  # 40 of 64 pixels = 62 %
+    path = _save(tiny / "widget/ground_truth/crack/000_mask.png", big)
+    ds = AnomalyDataset(tiny, "widget", "test", image_size=8)
+    messages = _mask_warnings(ds, 0)
+    assert len(messages) == 1 and str(path) in messages[0] and "62%" in messages[0]
+    assert _mask_warnings(ds, 0) == [] and _mask_warnings(ds, 2) == []  # once; good images never warn
+    half = np.zeros((8, 8), np.uint8)
+    half[:4] = 255  # exactly half: fine
+    _save(tiny / "widget/ground_truth/crack/001_mask.png", half)
+    assert _mask_warnings(ds, 1) == []
 
 
 def _raises(match_path: Path, fn, *args, **kwargs) -> str:
@@ -174,6 +274,7 @@ def test_error_is_a_value_error():
     assert issubclass(DatasetError, ValueError)
 
 
+@pytest.mark.filterwarnings("error::cutswap_lib.data.folder.MaskWarning")  # toy masks are never odd
 def test_toy_dataset_loads(toy_root):
     for category, defects in TOY_DEFECTS.items():
         train = AnomalyDataset(toy_root, category, "train", image_size=32)

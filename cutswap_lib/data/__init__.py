@@ -5,11 +5,12 @@
 * :mod:`.registry` – :data:`DATASETS`, one download record per real dataset
 * :mod:`.download` – :func:`download_dataset`, :func:`verify_checksum`, :func:`safe_extract`
 * :mod:`.prepare`  – VisA / BTAD / KolektorSDD2 → MVTec layout
+* :mod:`.splits`   – one split as tensors (:func:`load_split`), toy object footprints
 """
 
 from .download import download_dataset, safe_extract, verify_checksum
 from .errors import ChecksumError, DatasetError, DownloadError, UnsafeArchiveError
-from .folder import IMAGE_EXTENSIONS, AnomalyDataset, Sample, load_mask, load_rgb
+from .folder import IMAGE_EXTENSIONS, AnomalyDataset, MaskWarning, Sample, load_mask, load_rgb
 from .prepare import prepare_btad, prepare_ksdd2, prepare_visa
 from .registry import DATASETS, DatasetRecord
 from .splits import load_foregrounds, load_split
@@ -18,8 +19,9 @@ from .toy import (TOY_CATEGORIES, TOY_DEFECTS, ToySample, ensure_toy_dataset, ma
 
 __all__ = [
     "AnomalyDataset", "ChecksumError", "DATASETS", "DatasetError", "DatasetRecord", "DownloadError",
-    "IMAGE_EXTENSIONS", "Sample", "TOY_CATEGORIES", "TOY_DEFECTS", "ToySample", "UnsafeArchiveError",
-    "download_dataset", "ensure_toy_dataset", "load_foregrounds", "load_mask", "load_rgb", "load_split", "make_toy_dataset",
+    "IMAGE_EXTENSIONS", "MaskWarning", "Sample", "TOY_CATEGORIES", "TOY_DEFECTS", "ToySample", "UnsafeArchiveError",
+    "download_dataset", "ensure_toy_dataset", "load_foregrounds", "load_mask", "load_rgb", "load_split",
+    "make_toy_dataset",
     "prepare_btad", "prepare_ksdd2", "prepare_visa", "render_toy_sample", "safe_extract",
     "toy_foreground_path", "verify_checksum",
 ]

@@ -6,16 +6,26 @@ Used for MVTec AD itself, VisA / BTAD / KSDD2 after their ``prepare_*`` step
     root/category/train/good/000.png
     root/category/test/good/000.png
     root/category/test/<defect>/000.png
-    root/category/ground_truth/<defect>/000_mask.png    (non-zero = anomalous)
+    root/category/ground_truth/<defect>/000_mask.png    (see the mask policy below)
 
 Folder names are checked when the dataset is built (category, split, non-empty
 training set, a mask for every defect image); images are decoded when loaded, and a
 file that cannot be read raises :class:`DatasetError` naming it.
+
+Mask policy (:func:`load_mask`, one rule for every dataset): a pixel is anomalous when
+its value is at least half the range of the file's dtype (8-bit >= 128, 16-bit >=
+32768), so anti-aliased or JPEG-saved masks with a background of 2 stay right; a mask
+holding only 0 and 1 is a 0/1 mask; boolean (mode ``1``) masks are taken as they are.
+Colour masks use the brightest colour channel, or the alpha channel when the colour
+channels are blank (constant) and alpha is not. :class:`AnomalyDataset` warns
+(:class:`MaskWarning`, naming the file) when a defect image's mask is empty or covers
+more than half of the image.
 """
 
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +40,11 @@ from .errors import DatasetError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 GOOD = "good"
 MASK_SUFFIX = "_mask.png"
+MASK_WARN_FRACTION = 0.5  # a defect mask covering more than this share of its image is suspicious
+
+
+class MaskWarning(UserWarning):
+    """A defect image's mask looks wrong (empty, or most of the image); the message names the file."""
 
 
 def _open_decoded(path) -> Image.Image:
@@ -67,13 +82,67 @@ def load_rgb(path) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def _constant(a: np.ndarray) -> bool:
+    """True when every value of ``a`` is the same (an all-black or all-white channel carries nothing)."""
+    return a.size == 0 or bool((a == a.flat[0]).all())
+
+
+def _mask_plane(img: Image.Image) -> np.ndarray:
+    """The single ``(H, W)`` plane a mask is read from.
+
+    Grey and boolean images as they are; colour images the max over their colour
+    channels; the alpha channel instead when the colour channels are blank (all one
+    value, e.g. black or white paint) but alpha is not: a defect drawn only in alpha.
+    """
+    if img.mode in ("1", "L", "I", "F") or img.mode.startswith("I;16"):
+        return np.asarray(img)
+    if img.mode not in ("LA", "RGB", "RGBA"):
+        img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+    a = np.asarray(img)
+    if img.mode == "RGB":
+        return a.max(axis=-1)
+    colour, alpha = a[..., :-1].max(axis=-1), a[..., -1]
+    return alpha if _constant(colour) and not _constant(alpha) else colour
+
+
+def _half_range(plane: np.ndarray):
+    """The binarisation threshold: half the range of the mask's dtype.
+
+    8-bit 128; 16-bit (and Pillow's 32-bit ``I``, which is how some Pillow versions
+    read 16-bit PNGs) 32768; float 0.5 when its values lie in [0, 1], else 128.
+    """
+    if plane.dtype == np.uint8:
+        return 128
+    if np.issubdtype(plane.dtype, np.integer):
+        return 32768
+    return 0.5 if plane.max(initial=0) <= 1.0 else 128.0
+
+
 def load_mask(path) -> np.ndarray:
-    """Read a ground-truth mask as ``(H, W)`` bool: any non-zero channel counts as anomalous."""
+    """Read a ground-truth mask as ``(H, W)`` bool under the one mask policy of this package.
+
+    * boolean (mode ``1``) masks are taken as they are;
+    * a mask whose values are only 0 and 1 is a 0/1 mask (1 = anomalous);
+    * otherwise a pixel is anomalous when its value is at least half the range of the
+      dtype: 8-bit >= 128, 16-bit >= 32768. So a JPEG-saved or anti-aliased mask whose
+      background is 2 (not 0) and whose defect is a noisy 255 gives the defect's area,
+      not the whole image;
+    * colour (RGB / RGBA / LA, palette converted) masks use the max over the colour
+      channels, or the alpha channel when the colour channels are blank but alpha is
+      not (a defect painted only in alpha).
+
+    Why not "any non-zero pixel": a background of 2 would mark 100 % of the image and
+    alpha-only masks would mark nothing, both silently. An empty or huge mask is not an
+    error here (a good image's mask may be empty); :class:`AnomalyDataset` warns about
+    those on defect images.
+    """
     img = _open_decoded(path)
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        return np.asarray(img) != 0
-    a = np.asarray(img.convert("RGB") if img.mode not in ("L", "1", "RGB") else img)
-    return a.any(axis=-1) if a.ndim == 3 else a != 0
+    plane = _mask_plane(img)
+    if plane.dtype == bool:
+        return plane.copy()
+    if ((plane == 0) | (plane == 1)).all():
+        return plane == 1
+    return plane >= _half_range(plane)
 
 
 @dataclass(frozen=True)
@@ -120,6 +189,13 @@ class AnomalyDataset(torch.utils.data.Dataset):
     e.g. KSDD2's ``train_defect``, works the same way). ``image_size=None`` keeps the
     native size. Attributes: ``samples`` (list of :class:`Sample`) and ``defect_types``
     (sorted names of the defect folders of this split).
+
+    Masks follow :func:`load_mask`'s policy. A defect image whose mask is empty or marks
+    more than half of the image gets a :class:`MaskWarning` naming the mask and the
+    image, once per file and dataset. The check runs when the item is loaded, not at
+    construction: the mask is decoded then anyway, so it costs nothing, and construction
+    stays a folder scan; every mask that reaches a model is checked before it is used.
+    (With DataLoader workers each worker process warns for the files it loads.)
     """
 
     def __init__(self, root, category: str, split: str, image_size: int | None = 128):
@@ -136,6 +212,7 @@ class AnomalyDataset(torch.utils.data.Dataset):
                                f"{[p.name for p in _subfolders(folder)]} (expected train/ and test/)")
         self.samples = self._scan(split_dir, folder / "ground_truth")
         self.defect_types = sorted({s.defect_type for s in self.samples if s.label == 1})
+        self._mask_warned: set[Path] = set()
 
     def _scan(self, split_dir: Path, gt_dir: Path) -> list[Sample]:
         samples: list[Sample] = []
@@ -173,6 +250,22 @@ class AnomalyDataset(torch.utils.data.Dataset):
             return t
         return TF.resize(t, size, interpolation=mode, antialias=mode == InterpolationMode.BILINEAR)
 
+    def _check_defect_mask(self, s: Sample, m: np.ndarray) -> None:
+        """Warn once per file when a defect image's native-size mask is empty or covers most of it."""
+        if s.mask in self._mask_warned:
+            return
+        fraction = float(m.mean()) if m.size else 0.0
+        if fraction == 0:
+            problem = ("is empty: no pixel reaches half the value range (>= 128 for 8-bit), so this "
+                       "defect image has no anomalous pixel")
+        elif fraction > MASK_WARN_FRACTION:
+            problem = (f"marks {fraction:.0%} of the image anomalous (more than "
+                       f"{MASK_WARN_FRACTION:.0%}): an inverted mask, or a background that is not dark?")
+        else:
+            return
+        self._mask_warned.add(s.mask)
+        warnings.warn(f"mask {s.mask} of defect image {s.image} {problem}", MaskWarning, stacklevel=3)
+
     def __getitem__(self, index: int):
         s = self.samples[index]
         img = load_rgb(s.image)
@@ -186,5 +279,6 @@ class AnomalyDataset(torch.utils.data.Dataset):
             if m.shape != (img.height, img.width):
                 raise DatasetError(f"mask {s.mask} is {m.shape[1]}x{m.shape[0]} (WxH) but its image "
                                    f"{s.image} is {img.width}x{img.height}")
+            self._check_defect_mask(s, m)
             mask = self._resize(torch.from_numpy(m).float()[None], InterpolationMode.NEAREST_EXACT)
         return image, mask, s.label, str(s.image)
