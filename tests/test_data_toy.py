@@ -155,3 +155,85 @@ def test_ensure_reuses_regenerates_and_protects(tmp_path):
     with pytest.raises(DatasetError, match="not a toy dataset"):
         ensure_toy_dataset(tmp_path, "disc", **SMALL)
     assert (tmp_path / "disc" / "mine.txt").is_file()
+
+
+USER_FILES = {"boxes.json": b'{"test/cut/000.png": [[1, 2, 10, 12]]}\n',
+              "mine/labels.csv": b"image,label\n000.png,ok\n",
+              "train/good/notes.txt": b"my notes, inside a generator folder\n"}
+
+
+def _add_user_files(folder: Path) -> None:
+    for rel, data in USER_FILES.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+
+
+def _assert_regenerated(folder: Path, fresh: Path) -> None:
+    """``folder`` = a fresh generation byte for byte, plus the user's files unchanged."""
+    files = _files(folder)
+    assert {k: files.pop(k) for k in USER_FILES} == USER_FILES
+    assert files == _files(fresh)
+
+
+@pytest.mark.parametrize("change", ["image_size", "profile", "deleted image"])
+def test_regeneration_keeps_user_files(tmp_path, change):
+    path = ensure_toy_dataset(tmp_path / "data", "fabric", **SMALL)
+    _add_user_files(path)
+    params = {"image_size": {**SMALL, "image_size": 48},
+              "profile": {**SMALL, "n_train": 3, "n_test_defect": 1},
+              "deleted image": SMALL}[change]
+    if change == "deleted image":
+        (path / "test/good/001.png").unlink()
+    assert ensure_toy_dataset(tmp_path / "data", "fabric", **params) == path
+    _assert_regenerated(path, make_toy_dataset(tmp_path / "fresh", "fabric", **params))
+    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]
+
+
+def test_regeneration_removes_stale_generated_files(tmp_path):
+    big = {**SMALL, "n_train": 6, "n_test_defect": 3}
+    path = make_toy_dataset(tmp_path / "data", "disc", **big)
+    _add_user_files(path)
+    stale = ["train/good/005.png", "foreground/train/good/005.png", "test/chip/002.png",
+             "ground_truth/chip/002_mask.png", "foreground/test/chip/002.png"]
+    assert all((path / rel).is_file() for rel in stale)
+    make_toy_dataset(tmp_path / "data", "disc", **SMALL)
+    assert not any((path / rel).exists() for rel in stale)
+    _assert_regenerated(path, make_toy_dataset(tmp_path / "fresh", "disc", **SMALL))
+
+
+def test_regeneration_removes_defect_kinds_of_an_older_generator(tmp_path):
+    """Folders of a defect kind the previous toy_meta.json listed but this generator no longer makes."""
+    path = make_toy_dataset(tmp_path / "data", "disc", **SMALL)
+    meta = json.loads((path / "toy_meta.json").read_text())
+    meta = {**meta, "seed": 9, "defect_types": ["dent", *meta["defect_types"]]}
+    (path / "toy_meta.json").write_text(json.dumps(meta))
+    for rel in ("test/dent/000.png", "ground_truth/dent/000_mask.png", "foreground/test/dent/000.png"):
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_bytes(b"old")
+    (path / "test/unlisted/000.png").parent.mkdir()
+    (path / "test/unlisted/000.png").write_bytes(b"user's")  # not a folder the generator ever owned
+    ensure_toy_dataset(tmp_path / "data", "disc", **SMALL)
+    assert not (path / "test/dent").exists() and not (path / "ground_truth/dent").exists()
+    assert not (path / "foreground/test/dent").exists()
+    assert (path / "test/unlisted/000.png").read_bytes() == b"user's"
+
+
+def test_interrupted_regeneration_never_looks_complete(tmp_path, monkeypatch):
+    from cutswap_lib.data import toy
+
+    path = make_toy_dataset(tmp_path / "data", "board", **SMALL)
+    _add_user_files(path)
+    other = {**SMALL, "n_train": 2}
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while moving files into place")
+
+    monkeypatch.setattr(toy, "_stale_files", crash)
+    with pytest.raises(KeyboardInterrupt):
+        make_toy_dataset(tmp_path / "data", "board", **other)
+    monkeypatch.undo()
+    assert not toy._complete(path, toy._params("board", seed=0, **SMALL))
+    assert not toy._complete(path, toy._params("board", seed=0, **other))
+    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]
+    ensure_toy_dataset(tmp_path / "data", "board", **other)  # still a toy folder: repaired, not refused
+    _assert_regenerated(path, make_toy_dataset(tmp_path / "fresh", "board", **other))

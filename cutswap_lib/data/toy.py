@@ -24,12 +24,17 @@ Layout written under ``root/<category>/``::
 
 Same seed, same bytes (numpy ``default_rng`` keyed by seed, category, folder and
 index; PNGs written by PIL with fixed options and no metadata).
+
+Regeneration replaces only the generator's own files (the list above); anything else a
+user keeps in the category folder (``boxes.json`` from notebook 06, notes, extra
+folders) is left byte-identical. See :func:`make_toy_dataset`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -50,6 +55,10 @@ META_NAME = "toy_meta.json"
 _STREAM_SCENE, _STREAM_LIGHT, _STREAM_NOISE, _STREAM_DEFECT = range(4)
 _MAX_ATTEMPTS = 10
 _NOISE_SIGMA = 0.012  # sensor noise, in [0, 1] intensity units (about 3 grey levels)
+_IMAGE_NAME = re.compile(r"\d{3,}\.png")       # what _names() + ".png" produces, any width
+_MASK_NAME = re.compile(r"\d{3,}_mask\.png")
+_KIND_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a defect folder name read back from toy_meta.json
+_INCOMPLETE = "incomplete"  # toy_meta.json "state" while a regeneration is being moved into place
 
 
 @dataclass(frozen=True)
@@ -173,20 +182,99 @@ def _write_category(target: Path, params: dict) -> None:
 
 
 def _read_meta(target: Path) -> dict | None:
+    """The parsed ``toy_meta.json`` of ``target``, or None when it is missing, unreadable or not an object."""
     try:
-        return json.loads((target / META_NAME).read_text())
+        meta = json.loads((target / META_NAME).read_text())
     except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _owned_folders(category: str, defects) -> list[tuple[str, re.Pattern]]:
+    """Every folder the generator writes into for ``category`` with ``defects``, and its file-name pattern."""
+    folders = []
+    for split, kinds in (("train", ["good"]), ("test", ["good", *defects])):
+        for kind in kinds:
+            folders += [(f"{split}/{kind}", _IMAGE_NAME), (f"foreground/{split}/{kind}", _IMAGE_NAME)]
+    folders += [(f"ground_truth/{defect}", _MASK_NAME) for defect in defects]
+    return folders
+
+
+def _stale_files(target: Path, folders, keep: set[str]) -> list[Path]:
+    """Files named like the generator's in its ``folders`` of ``target`` that are not in ``keep``."""
+    stale = []
+    for rel, pattern in folders:
+        folder = target / rel
+        if folder.is_dir() and not folder.is_symlink():
+            stale += [p for p in sorted(folder.iterdir())
+                      if p.is_file() and pattern.fullmatch(p.name) and f"{rel}/{p.name}" not in keep]
+    return stale
+
+
+def _remove_empty_folders(target: Path, folders: list[str]) -> None:
+    """Remove the generator's ``folders`` (and their parents in ``target``) that are left empty."""
+    candidates = {Path(rel) for rel in folders}
+    candidates |= {parent for rel in list(candidates) for parent in rel.parents if parent != Path(".")}
+    for rel in sorted(candidates, key=lambda r: len(r.parts), reverse=True):
+        folder = target / rel
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _write_json_atomic(data: dict, path: Path, scratch: Path) -> None:
+    """Write ``data`` to ``path`` via a file in ``scratch`` (same file system): never half-written."""
+    tmp = scratch / f".{path.name}.partial"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _swap_in(tmp: Path, target: Path, category: str) -> None:
+    """Move the fresh generation in ``tmp`` over the toy folder ``target``, touching only generator files.
+
+    1. ``toy_meta.json`` is replaced by an *incomplete* marker first: from then until
+       step 4 the folder is still recognised as a toy folder (so a rerun may repair it)
+       but never as complete (the marker records no parameters);
+    2. each generated file is moved into place with ``os.replace`` (same file system:
+       ``tmp`` is a sibling of ``target``);
+    3. stale generator files are deleted: only names of the generator's own patterns
+       (``000.png``, ``000_mask.png``) inside the generator's own folders, for the
+       defect kinds of both the old and the new metadata; folders of old defect kinds
+       that end up empty are removed;
+    4. the new ``toy_meta.json`` is moved in last: the commit point.
+    """
+    old = _read_meta(target) or {}
+    old_defects = [d for d in old.get("defect_types") or [] if isinstance(d, str) and _KIND_NAME.fullmatch(d)]
+    defects = list(dict.fromkeys([*old_defects, *TOY_DEFECTS[category]]))
+    marker = {"generator": "cutswap_lib.data.toy", "category": category, "state": _INCOMPLETE,
+              "defect_types": defects}
+    _write_json_atomic(marker, target / META_NAME, tmp)
+    new_files = sorted(rel for rel in (p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+                       if rel != META_NAME)
+    for rel in new_files:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, target / rel)
+    folders = _owned_folders(category, defects)
+    for path in _stale_files(target, folders, set(new_files)):
+        path.unlink()
+    _remove_empty_folders(target, [rel for rel, _ in folders])
+    os.replace(tmp / META_NAME, target / META_NAME)
 
 
 def make_toy_dataset(root, category: str, *, n_train: int = 60, n_test_good: int = 20,
                      n_test_defect: int = 10, image_size: int = 128, seed: int = 0) -> Path:
     """Generate toy ``category`` under ``root/category/`` (MVTec layout, see module doc); returns that folder.
 
-    ``n_test_defect`` counts images *per defect kind*. An existing toy folder there is
-    replaced; a non-toy folder (no ``toy_meta.json``) is never touched: DatasetError.
-    Writing goes to a temporary folder renamed into place, so an interrupted run leaves
-    no half-written dataset. About a second per category at 128 px with the defaults.
+    ``n_test_defect`` counts images *per defect kind*. A non-toy folder (no
+    ``toy_meta.json``) is never touched: DatasetError. Writing goes to a temporary
+    sibling folder first, so an interrupted run never leaves a folder that looks complete.
+    A new folder is then renamed into place in one step. An existing toy folder is
+    updated file by file (see :func:`_swap_in`): only the generator's own files (images,
+    masks, foregrounds, ``toy_meta.json``) are replaced or, when the new parameters make
+    fewer of them, deleted; anything else there (``boxes.json`` saved by notebook 06,
+    notes, a user's own folder) is kept byte-identical, because users are told to keep
+    such files next to the dataset and a profile change must not destroy their work.
+    The generator's files end up byte-identical to a fresh generation. About a second
+    per category at 128 px with the defaults.
     """
     _check_category(category)
     params = _params(category, n_train, n_test_good, n_test_defect, image_size, seed)
@@ -200,18 +288,18 @@ def make_toy_dataset(root, category: str, *, n_train: int = 60, n_test_good: int
     try:
         _write_category(tmp, params)
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
+            _swap_in(tmp, target, category)
+        else:
+            os.replace(tmp, target)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
 def _complete(target: Path, params: dict) -> bool:
     """True when ``target`` holds a toy dataset made with ``params`` and none of its images is gone."""
     meta = _read_meta(target)
-    if meta is None or {k: meta.get(k) for k in params} != params:
+    if meta is None or meta.get("state") == _INCOMPLETE or {k: meta.get(k) for k in params} != params:
         return False
     return all((target / split / kind / f"{name}.png").is_file()
                for split, kind, count, _ in _groups(params) for name in _names(count))
@@ -219,7 +307,10 @@ def _complete(target: Path, params: dict) -> bool:
 
 def ensure_toy_dataset(root, category: str, *, n_train: int = 60, n_test_good: int = 20,
                        n_test_defect: int = 10, image_size: int = 128, seed: int = 0) -> Path:
-    """Return ``root/category``, generating it only when absent, incomplete or made with other parameters."""
+    """Return ``root/category``, generating it only when absent, incomplete or made with other parameters.
+
+    Regenerating keeps every file that is not the generator's (see :func:`make_toy_dataset`).
+    """
     _check_category(category)
     params = _params(category, n_train, n_test_good, n_test_defect, image_size, seed)
     target = Path(root) / category
