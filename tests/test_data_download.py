@@ -119,7 +119,7 @@ def test_tar_escapes_are_refused(tmp_path, bad):
     with pytest.raises(UnsafeArchiveError) as info:
         safe_extract(archive, tmp_path / "out")
     assert repr(bad[0].name) in str(info.value) and str(archive) in str(info.value)
-    assert not (tmp_path / "out" / "fine.txt").exists()  # checked before anything is written
+    assert not (tmp_path / "out").exists()  # checked before anything is written
     assert not (tmp_path / "evil.txt").exists()
 
 
@@ -130,7 +130,7 @@ def test_zip_escapes_are_refused(tmp_path, name):
         zf.writestr(zipfile.ZipInfo(name), "bad")
     with pytest.raises(UnsafeArchiveError, match="member"):
         safe_extract(tmp_path / "evil.zip", tmp_path / "out")
-    assert not (tmp_path / "out" / "fine.txt").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_zip_symlink_out_is_refused(tmp_path):
@@ -140,6 +140,181 @@ def test_zip_symlink_out_is_refused(tmp_path):
         zf.writestr(info, "../../etc")
     with pytest.raises(UnsafeArchiveError, match="'link'"):
         safe_extract(tmp_path / "evil.zip", tmp_path / "out")
+
+
+def _dir(name: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    return info, None
+
+
+def _no_data_filter(monkeypatch):
+    """Pretend to be Python 3.10.0-3.10.11 / 3.11.0-3.11.3, whose tarfile has no ``data`` filter."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+
+
+def _only(folder: Path, *names: str) -> None:
+    """Nothing but ``names`` under ``folder``: no partial extraction, nothing escaped."""
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["this-python", "no-data-filter"])
+def test_symlink_chain_is_refused(tmp_path, monkeypatch, data_filter):
+    # deep/a -> .. is the target itself; deep/a/l therefore sits at the top, and ../.. from there leaves
+    if not data_filter:
+        _no_data_filter(monkeypatch)
+    archive = _tar(tmp_path / "chain.tar", [_file("fine.txt"), _link("deep/a", ".."), _link("deep/a/l", "../.."),
+                                            _file("deep/a/l/escaped.txt")])
+    with pytest.raises(UnsafeArchiveError) as info:
+        safe_extract(archive, tmp_path / "box" / "out")
+    assert "'deep/a/l'" in str(info.value) and str(archive) in str(info.value)
+    _only(tmp_path, "chain.tar")  # neither box/out nor escaped.txt
+
+
+@pytest.mark.parametrize("bad,members", [
+    ("up", [_dir("d"), _link("d/in", "."), _link("up", "d/in/../..")]),  # '..' after a link, from the link's target
+    ("abs", [_link("abs", "/tmp")]),
+    ("l", [_link("a", "b/c"), _link("b", "."), _link("l", "a/../..")]),  # a -> b/c -> ./c: 'a/..' is the top
+    ("d", [_file("d/x.txt"), _link("d", "x")]),  # a link replacing a folder
+    ("h", [_link("h", "nowhere.txt", kind=tarfile.LNKTYPE)]),  # hard link to no member
+    ("h", [_file("d1/d2/f"), _link("d1/d2/f", "../.."), _link("h", "d1/d2/f", kind=tarfile.LNKTYPE)]),
+    ("A/x.txt", [_link("a", "sub"), _file("A/x.txt")]),  # the same path as the link on macOS / Windows
+    ("fifo", [_link("fifo", "", kind=tarfile.FIFOTYPE)]),
+    ("char", [_link("char", "", kind=tarfile.CHRTYPE)]),
+])
+def test_tar_link_tricks_are_refused(tmp_path, monkeypatch, bad, members):
+    _no_data_filter(monkeypatch)
+    archive = _tar(tmp_path / "evil.tar", [_file("fine.txt"), *members])
+    with pytest.raises(UnsafeArchiveError) as info:
+        safe_extract(archive, tmp_path / "box" / "out")
+    assert f"member {bad!r}" in str(info.value) and str(archive) in str(info.value)
+    _only(tmp_path, "evil.tar")
+
+
+def test_links_already_in_the_target_count(tmp_path, monkeypatch):
+    # an earlier extraction left out/d1/d2/x -> ../.. (the top): a new link under it is judged from there
+    _no_data_filter(monkeypatch)
+    out = tmp_path / "box" / "out"
+    (out / "d1/d2").mkdir(parents=True)
+    (out / "d1/d2/x").symlink_to("../..")
+    archive = _tar(tmp_path / "evil.tar", [_link("d1/d2/x/l", "../.."), _file("d1/d2/x/l/escaped.txt")])
+    with pytest.raises(UnsafeArchiveError, match="'d1/d2/x/l'"):
+        safe_extract(archive, out)
+    _only(tmp_path, "evil.tar", "box")
+    _only(out, "d1")
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["this-python", "no-data-filter"])
+def test_extract_keeps_inside_links(tmp_path, monkeypatch, data_filter):
+    if not data_filter:
+        _no_data_filter(monkeypatch)
+    archive = _tar(tmp_path / "ok.tar.gz", [
+        _dir("top"), _dir("top/sub"), _file("top/sub/x.txt"),
+        _link("top/up", "sub"),  # a link to a folder ...
+        _file("top/up/y.txt"),  # ... written through: lands in top/sub
+        _link("top/sub/back", "../up/x.txt"),  # a link through a link
+        _link("top/h", "top/sub/x.txt", kind=tarfile.LNKTYPE),
+        _link("top/here", "."),
+    ], "w:gz")
+    out = tmp_path / "out"
+    for _ in range(2):  # extracting again over the first result works too (download_dataset(force=True))
+        assert safe_extract(archive, out) == out
+        assert (out / "top/sub/y.txt").read_bytes() == b"hello" and (out / "top/up").is_symlink()
+        assert (out / "top/sub/back").read_bytes() == b"hello" and (out / "top/h").read_bytes() == b"hello"
+        assert (out / "top/here/here/sub/x.txt").read_bytes() == b"hello"
+        _only(out / "top", "sub", "up", "h", "here")
+
+
+def test_tar_size_caps(tmp_path):
+    archive = _tar(tmp_path / "bomb.tar.gz", [_file("fine.txt"), (tarfile.TarInfo("big.bin"), bytes(4 << 20))],
+                   "w:gz")
+    assert archive.stat().st_size < 64 << 10  # 4 MiB of zeros packs into a few KB
+    out = tmp_path / "out"
+    with pytest.raises(UnsafeArchiveError, match=r"'big.bin' declares 4194304 bytes.*max_member_bytes=1048576"):
+        safe_extract(archive, out, max_member_bytes=1 << 20)
+    with pytest.raises(UnsafeArchiveError, match=r"'big.bin' takes .* over the cap max_total_bytes=4194304"):
+        safe_extract(archive, out, max_total_bytes=4 << 20)
+    _only(tmp_path, "bomb.tar.gz")
+    assert (safe_extract(archive, out, max_total_bytes=(4 << 20) + 5) / "big.bin").stat().st_size == 4 << 20
+
+
+def test_sparse_member_claiming_100_gib_is_refused_by_default(tmp_path):
+    # a PAX sparse 1.0 member: 5 bytes of data stored, 100 GiB once expanded; the archive is 10 KB
+    payload = b"1\n0\n5\n".ljust(512, b"\0") + b"hello"
+    info = tarfile.TarInfo("GNUSparseFile.0/big.bin")
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "big.bin",
+                        "GNU.sparse.realsize": str(100 << 30)}
+    info.size = len(payload)
+    with tarfile.open(tmp_path / "sparse.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_file("fine.txt")[0], io.BytesIO(b""))
+        tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(UnsafeArchiveError, match=r"'big.bin' declares 107374182400 bytes.*max_member_bytes"):
+        safe_extract(tmp_path / "sparse.tar", tmp_path / "out")
+    _only(tmp_path, "sparse.tar")
+
+
+def test_zip_size_caps(tmp_path):
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("fine.txt", "ok")
+        zf.writestr("big.bin", bytes(4 << 20))
+    assert (tmp_path / "bomb.zip").stat().st_size < 64 << 10
+    with pytest.raises(UnsafeArchiveError, match=r"'big.bin' declares 4194304 bytes.*max_member_bytes"):
+        safe_extract(tmp_path / "bomb.zip", tmp_path / "out", max_member_bytes=1 << 20)
+    with pytest.raises(UnsafeArchiveError, match=r"'big.bin' takes .* max_total_bytes"):
+        safe_extract(tmp_path / "bomb.zip", tmp_path / "out", max_total_bytes=1 << 20)
+    _only(tmp_path, "bomb.zip")
+
+
+def test_zip_stream_longer_than_declared_is_cut_off(tmp_path, monkeypatch):
+    # CPython's zipfile stops at the declared size itself; the extractor must not rely on that
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.writestr("fine.txt", "ok")
+        zf.writestr("short.bin", b"12345")
+    real_open = zipfile.ZipFile.open
+
+    def lying_open(self, name, *args, **kwargs):
+        if getattr(name, "filename", name) == "short.bin":
+            return io.BytesIO(bytes(3 << 20))
+        return real_open(self, name, *args, **kwargs)
+    monkeypatch.setattr(zipfile.ZipFile, "open", lying_open)
+    with pytest.raises(UnsafeArchiveError, match="'short.bin' decompresses to more than the 5 bytes"):
+        safe_extract(tmp_path / "a.zip", tmp_path / "out")
+    _only(tmp_path, "a.zip")  # fine.txt, already written, was removed again
+
+
+def test_failed_extraction_removes_what_it_wrote(tmp_path, monkeypatch):
+    archive = _tar(tmp_path / "a.tar", [_file("a.txt"), _file("b/c.txt"), _file("b/d.txt")])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    real_makefile = tarfile.TarFile.makefile
+
+    def disk_full(self, tarinfo, targetpath):
+        if tarinfo.name == "b/d.txt":
+            raise OSError(28, "No space left on device")
+        real_makefile(self, tarinfo, targetpath)
+    monkeypatch.setattr(tarfile.TarFile, "makefile", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        safe_extract(archive, out)
+    _only(out, "keep.txt")
+
+
+def test_zip_links_are_checked_and_stay_files(tmp_path):
+    def link(name):
+        info = zipfile.ZipInfo(name)
+        info.external_attr = 0o120777 << 16
+        return info
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.writestr("d/x.txt", "hi")
+        zf.writestr(link("d/l"), "x.txt")
+    out = safe_extract(tmp_path / "a.zip", tmp_path / "out")
+    assert (out / "d/l").read_text() == "x.txt" and not (out / "d/l").is_symlink()
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as zf:
+        zf.writestr("fine.txt", "ok")
+        zf.writestr(link("d/l"), "../..")
+    with pytest.raises(UnsafeArchiveError, match="'d/l'"):
+        safe_extract(tmp_path / "evil.zip", tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
 
 
 # ------------------------------------------------------------------------------------ preparation

@@ -3,13 +3,15 @@
 * :mod:`.folder`   – :class:`AnomalyDataset` over any MVTec-layout folder, :func:`load_rgb`
 * :mod:`.toy`      – the generated toy inspection dataset (fabric, disc, board)
 * :mod:`.registry` – :data:`DATASETS`, one download record per real dataset
-* :mod:`.download` – :func:`download_dataset`, :func:`verify_checksum`, :func:`safe_extract`
+* :mod:`.download` – :func:`download_dataset`, :func:`verify_checksum`
+* :mod:`.extract`  – :func:`safe_extract`: archives that cannot write outside their folder
 * :mod:`.prepare`  – VisA / BTAD / KolektorSDD2 → MVTec layout
 * :mod:`.splits`   – one split as tensors (:func:`load_split`), toy object footprints
 """
 
-from .download import download_dataset, safe_extract, verify_checksum
+from .download import download_dataset, verify_checksum
 from .errors import ChecksumError, DatasetError, DownloadError, UnsafeArchiveError
+from .extract import safe_extract
 from .folder import IMAGE_EXTENSIONS, AnomalyDataset, MaskWarning, Sample, load_mask, load_rgb
 from .prepare import prepare_btad, prepare_ksdd2, prepare_visa
 from .registry import DATASETS, DatasetRecord

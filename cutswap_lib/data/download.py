@@ -17,19 +17,15 @@ import hashlib
 import http.client
 import json
 import os
-import posixpath
-import re
-import stat
-import tarfile
 import urllib.error
 import urllib.request
 import warnings
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import ChecksumError, DatasetError, DownloadError, UnsafeArchiveError
+from .errors import ChecksumError, DatasetError, DownloadError
+from .extract import safe_extract
 from .prepare import prepare_btad, prepare_ksdd2, prepare_visa
 from .registry import DATASETS, DatasetRecord
 
@@ -61,77 +57,6 @@ def verify_checksum(path, expected: str | None, algo: str = "sha256") -> str:
                             f"The file is truncated, corrupt or a different release; delete it and "
                             f"download again (download_dataset(..., force=True)).")
     return digest
-
-
-# ------------------------------------------------------------------------------------ extraction
-
-def _check_name(archive: Path, name: str) -> str:
-    """Refuse absolute names, drive letters and ``..``; return the name as a clean posix path."""
-    posix = name.replace("\\", "/")
-    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
-        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing to extract")
-    if ".." in PurePosixPath(posix).parts:
-        raise UnsafeArchiveError(f"{archive}: member {name!r} climbs out with '..'; refusing to extract")
-    return posixpath.normpath(posix)
-
-
-def _check_link(archive: Path, name: str, link: str, relative_to_member: bool) -> None:
-    """Refuse a (sym/hard) link whose target resolves outside the extraction folder."""
-    link = link.replace("\\", "/")
-    base = posixpath.dirname(name) if relative_to_member else ""
-    resolved = posixpath.normpath(posixpath.join(base, link))
-    if link.startswith("/") or re.match(r"^[A-Za-z]:", link) or resolved == ".." or resolved.startswith("../"):
-        raise UnsafeArchiveError(f"{archive}: member {name!r} is a link to {link!r}, outside the "
-                                 f"extraction folder; refusing to extract")
-
-
-def _tar_members(archive: Path, tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    members = tar.getmembers()
-    for m in members:
-        _check_name(archive, m.name)
-        if m.issym():
-            _check_link(archive, m.name, m.linkname, relative_to_member=True)
-        elif m.islnk():  # hardlink targets are archive paths, relative to the extraction folder
-            _check_link(archive, m.name, m.linkname, relative_to_member=False)
-        elif not (m.isfile() or m.isdir()):
-            raise UnsafeArchiveError(f"{archive}: member {m.name!r} is a device or fifo; refusing to extract")
-    return members
-
-
-def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    members = zf.infolist()
-    for info in members:
-        _check_name(archive, info.filename)
-        if stat.S_ISLNK(info.external_attr >> 16):  # unix symlink stored in the zip
-            _check_link(archive, info.filename, zf.read(info).decode("utf-8", "replace"),
-                        relative_to_member=True)
-    return members
-
-
-def safe_extract(archive, target) -> Path:
-    """Extract a .zip / .tar / .tar.gz / .tar.xz / .tar.bz2 ``archive`` into ``target``; returns ``target``.
-
-    Every member is checked *before* anything is written: absolute paths, ``..``,
-    symlinks or hardlinks pointing outside ``target`` and device files raise
-    :class:`UnsafeArchiveError` naming the member. (Tar extraction also uses Python's
-    ``data`` filter where available, as a second line of defence.)
-    """
-    archive, target = Path(archive), Path(target)
-    if not archive.is_file():
-        raise DatasetError(f"archive not found: {archive}")
-    target.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in tqdm(_zip_members(archive, zf), desc=f"extract {archive.name}", unit="file"):
-                zf.extract(info, target)
-    elif tarfile.is_tarfile(archive):
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tqdm(_tar_members(archive, tar), desc=f"extract {archive.name}", unit="file"):
-                tar.extract(member, target, **kwargs)
-    else:
-        raise DatasetError(f"{archive} is neither a zip nor a tar archive")
-    return target
 
 
 # ------------------------------------------------------------------------------------ download

@@ -16,4 +16,5 @@ class ChecksumError(ValueError):
 
 
 class UnsafeArchiveError(ValueError):
-    """An archive member would land outside the extraction folder (or is a device/link out)."""
+    """An archive is refused before extraction: a member would land outside the extraction folder
+    (by name or through links), is a device, or goes over the size caps."""

@@ -118,8 +118,13 @@ def _half_range(plane: np.ndarray):
     return 0.5 if plane.max(initial=0) <= 1.0 else 128.0
 
 
-def load_mask(path) -> np.ndarray:
+def load_mask(path, label_map: bool = False) -> np.ndarray:
     """Read a ground-truth mask as ``(H, W)`` bool under the one mask policy of this package.
+
+    ``label_map=True`` is for a raw dataset whose masks are documented as label maps
+    (VisA: 0 background, small positive ids for defects): there every non-zero value is
+    anomalous. The preparation helpers use it once, when they write the 0/255 masks that
+    everything else reads with the default policy below.
 
     * boolean (mode ``1``) masks are taken as they are;
     * a mask whose values are only 0 and 1 is a 0/1 mask (1 = anomalous);
@@ -140,6 +145,8 @@ def load_mask(path) -> np.ndarray:
     plane = _mask_plane(img)
     if plane.dtype == bool:
         return plane.copy()
+    if label_map:
+        return plane != 0
     if ((plane == 0) | (plane == 1)).all():
         return plane == 1
     return plane >= _half_range(plane)
