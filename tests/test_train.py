@@ -118,3 +118,32 @@ def test_encoder_for_patchcore_shares_the_fine_tuned_weights():
             steps.conv1(model.encoder.normalize(x))))))))
     assert torch.allclose(ours, ref)
     assert model.embed(x).shape == (2, 512)  # the paper's d = 512
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tiny_data, tmp_path):
+    images, maps = tiny_data
+    full, _ = train_three_way(images, maps, config(), device="cpu", progress=False)
+    folder = tmp_path / "ckpt"
+    train_three_way(images, maps, config(epochs=3), checkpoint_dir=folder, device="cpu", progress=False,
+                    keep_last=None)
+    for stale in ("epoch_0002.pt",):  # pretend the run stopped while the last file was half written
+        (folder / stale).unlink()
+    newest = folder / "epoch_0001.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated (a full disk, a cut copy)
+    with pytest.warns(UserWarning, match="epoch_0001.pt"):
+        resumed, hist = train_three_way(images, maps, config(), checkpoint_dir=folder, device="cpu",
+                                        progress=False)
+    assert [r["epoch"] for r in hist] == [0, 1, 2]  # epoch 0 from the file, 1 and 2 trained again
+    wf, wr = weights_of(full), weights_of(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+
+
+def test_a_checkpoint_folder_in_use_is_refused_before_training(tiny_data, tmp_path):
+    from cutswap_lib.files import FolderLock, FolderLockedError
+
+    images, maps = tiny_data
+    with FolderLock(tmp_path / "ckpt", purpose="another run"):
+        with pytest.raises(FolderLockedError, match="another run"):
+            train_three_way(images, maps, config(), checkpoint_dir=tmp_path / "ckpt", device="cpu",
+                            progress=False)
+    assert not list((tmp_path / "ckpt").glob("epoch_*.pt"))

@@ -28,9 +28,11 @@ Taught in ``notebooks/03_backbone_training.ipynb``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,7 +42,8 @@ from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor, build_feature_extractor, default_layers
 from .selfsup import ThreeWaySpec, make_batch
-from ..weights import load_checkpoint, load_state_into
+from ..files import FolderLock, atomic_write
+from ..weights import CheckpointError, load_checkpoint, load_state_into
 
 
 class ThreeWayNet(nn.Module):
@@ -121,6 +124,22 @@ def latest_checkpoint(folder: Path | None) -> Path | None:
     return found[-1] if found else None
 
 
+def newest_readable_checkpoint(folder: Path | None, map_location="cpu") -> tuple[Path, dict] | None:
+    """(path, state) of the newest checkpoint in ``folder`` that reads, or None.
+
+    A truncated or corrupt newer file (an interrupted copy, a full disk) is skipped with a
+    warning naming it, so a run resumes from the previous checkpoint it kept.
+    """
+    if folder is None or not Path(folder).is_dir():
+        return None
+    for path in reversed(_checkpoints(folder)):
+        try:
+            return path, load_checkpoint(path, map_location=map_location)
+        except CheckpointError as err:
+            warnings.warn(f"{err}; trying the previous checkpoint", stacklevel=2)
+    return None
+
+
 def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: TrainConfig, *,
                     checkpoint_dir: Path | None = None, resume: bool = True, device=None,
                     progress: bool = True, keep_last: int | None = 2) -> tuple[ThreeWayNet, list[dict]]:
@@ -129,9 +148,11 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
     ``images``: normal training images ``(N, 3, H, W)`` in [0, 1]; ``maps``: their saliency
     maps ``(N, L, H, W)`` (None for ``mode="cutpaste"``). With ``checkpoint_dir``, a
     checkpoint is written every ``config.checkpoint_every`` epochs and, with ``resume``,
-    training continues after the last one found there. Only the ``keep_last`` newest
-    checkpoints stay on disk (None keeps all; a ResNet18 checkpoint is about 90 MB, so 256
-    epochs would otherwise fill a Colab disk).
+    training continues after the newest readable one found there (a truncated newer file is
+    skipped with a warning). Only the ``keep_last`` newest checkpoints stay on disk (None
+    keeps all; a ResNet18 checkpoint is about 90 MB, so 256 epochs would otherwise fill a
+    Colab disk). While it trains, the folder is locked (:class:`cutswap_lib.files.FolderLock`):
+    a second run on the same folder is refused instead of sharing its files.
     """
     _check_keep_last(keep_last)  # before the first epoch, not after it
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -146,56 +167,58 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
     total_steps = steps_per_epoch * config.epochs
     history: list[dict] = []
     start_epoch = 0
-    last = latest_checkpoint(checkpoint_dir) if resume else None
-    if last is not None:
-        state = load_checkpoint(last, map_location=device)
-        if state["config"] != dataclasses.asdict(config):
-            raise ValueError(f"checkpoint {last} was written by another configuration: "
-                             f"{state['config']} vs {dataclasses.asdict(config)}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
-    amp = device.type == "cuda"
-    # bfloat16 where the GPU has it (A100, H100, L4); float16 with loss scaling otherwise (T4)
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.mode}", disable=not progress,
-               initial=start_epoch, total=config.epochs)
-    for epoch in bar:
-        model.train()
-        gen = _epoch_generator(config.seed, epoch, device)
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(
-            config.seed * 100_003 + epoch))
-        t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
-        for step, batch_idx in enumerate(order.split(config.batch_size)):
-            global_step = epoch * steps_per_epoch + step
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(global_step, total_steps, config.lr)
-            x = images[batch_idx].to(device)
-            m = maps[batch_idx].to(device) if maps is not None else None
-            with torch.no_grad():
-                inputs, labels = make_batch(x, m, gen, spec, layers=config.layers,
-                                             levels=config.levels if m is not None else "all")
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
-                logits = model(inputs)  # (3M, 3)
-                loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-        row = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen,
-               "lr": lr_at((epoch + 1) * steps_per_epoch, total_steps, config.lr),
-               "seconds": time.perf_counter() - t0}
-        history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
-        every = config.checkpoint_every
-        if checkpoint_dir is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs):
-            save_checkpoint(model, optimizer, config, epoch, history, checkpoint_dir)
-            prune_checkpoints(checkpoint_dir, keep_last)
-    return model.eval(), history
+    lock = FolderLock(checkpoint_dir, purpose=f"3-way training ({config.mode})") if checkpoint_dir else None
+    with lock or contextlib.nullcontext():  # one run per checkpoint folder: no pruning under a reader
+        found = newest_readable_checkpoint(checkpoint_dir, map_location=device) if resume else None
+        if found is not None:
+            last, state = found
+            if state["config"] != dataclasses.asdict(config):
+                raise ValueError(f"checkpoint {last} was written by another configuration: "
+                                 f"{state['config']} vs {dataclasses.asdict(config)}")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
+        amp = device.type == "cuda"
+        # bfloat16 where the GPU has it (A100, H100, L4); float16 with loss scaling otherwise (T4)
+        amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+        bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.mode}", disable=not progress,
+                   initial=start_epoch, total=config.epochs)
+        for epoch in bar:
+            model.train()
+            gen = _epoch_generator(config.seed, epoch, device)
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(
+                config.seed * 100_003 + epoch))
+            t0, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
+            for step, batch_idx in enumerate(order.split(config.batch_size)):
+                global_step = epoch * steps_per_epoch + step
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(global_step, total_steps, config.lr)
+                x = images[batch_idx].to(device)
+                m = maps[batch_idx].to(device) if maps is not None else None
+                with torch.no_grad():
+                    inputs, labels = make_batch(x, m, gen, spec, layers=config.layers,
+                                                 levels=config.levels if m is not None else "all")
+                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp):
+                    logits = model(inputs)  # (3M, 3)
+                    loss = F.cross_entropy(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += float(loss.detach()) * len(labels)
+                correct += int((logits.argmax(1) == labels).sum())
+                seen += len(labels)
+            row = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen,
+                   "lr": lr_at((epoch + 1) * steps_per_epoch, total_steps, config.lr),
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
+            every = config.checkpoint_every
+            if checkpoint_dir is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs):
+                save_checkpoint(model, optimizer, config, epoch, history, checkpoint_dir)
+                prune_checkpoints(checkpoint_dir, keep_last)
+        return model.eval(), history
 
 
 def save_checkpoint(model, optimizer, config: TrainConfig, epoch: int, history: list[dict],
@@ -204,10 +227,9 @@ def save_checkpoint(model, optimizer, config: TrainConfig, epoch: int, history: 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = _checkpoint_path(folder, epoch)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "config": dataclasses.asdict(config), "epoch": epoch, "history": history}, tmp)
-    tmp.replace(path)
+    with atomic_write(path, "wb") as fh:  # unique temporary name in the same folder, then os.replace
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "config": dataclasses.asdict(config), "epoch": epoch, "history": history}, fh)
     return path
 
 
