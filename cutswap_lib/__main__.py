@@ -20,15 +20,64 @@ This module only parses arguments; the work is in :mod:`cutswap_lib.runs` (``toy
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
 
 from .config import PROFILES, data_root, get_profile, results_root, toy_root
 from .data import DATASETS, TOY_CATEGORIES
+from .data import DatasetError
+from .files import FolderLockedError
 from .runs import cutswap_tables, semirest_tables, toy
+from .runs.checks import MIN_IMAGE_SIZE
 
 COMMANDS = ("toy", "gallery", "cutswap-table", "semirest-table")
+
+
+# --------------------------------------------------------------------------- argument types
+def _whole(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _nonnegative_int(text: str) -> int:
+    return _whole(text, 0)
+
+
+def _image_size(text: str) -> int:
+    return _whole(text, MIN_IMAGE_SIZE)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage block is one ``--help`` away), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (device, folder, combination): one line, exit 2."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -40,8 +89,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cutswap_lib", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m cutswap_lib", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     for name, text in (("toy", "PatchCore on every toy category (the default job)"),
                        ("gallery", "write <results>/toy_samples.png")):
@@ -50,9 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--categories", nargs="+", choices=TOY_CATEGORIES, default=list(TOY_CATEGORIES))
         p.add_argument("--data-root", type=Path, default=None,
                        help="toy dataset folder (default: data/toy_<profile>)")
-        p.add_argument("--coreset-ratio", type=float, default=None,
-                       help="PatchCore memory fraction (default: the profile's)")
-        p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+        p.add_argument("--coreset-ratio", type=_fraction, default=None,
+                       help="PatchCore memory fraction in (0, 1] (default: the profile's)")
+        p.add_argument("--seeds", type=_nonnegative_int, nargs="+", default=[0, 1, 2],
                        help="seeds of the random-init backbone and coreset start (table: mean ± std)")
     p = sub.add_parser("cutswap-table", help="CutSwap paper Tables I-VIII on one dataset",
                        description="Reproduce the CutSwap paper's tables on one dataset. "
@@ -70,12 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true",
                    help="CPU profile: 3 epochs on 20 images fine-tuned at 128 px, one saliency level per "
                         "image and step, seeds 0 1 2 (PatchCore at 224 px on every image)")
-    p.add_argument("--epochs", type=int, default=None, help="default: 256 (paper), 3 with --small")
-    p.add_argument("--image-size", type=int, default=None, help="default: 224")
-    p.add_argument("--train-size", type=int, default=None,
+    p.add_argument("--epochs", type=_positive_int, default=None, help="default: 256 (paper), 3 with --small")
+    p.add_argument("--image-size", type=_image_size, default=None, help="default: 224")
+    p.add_argument("--train-size", type=_image_size, default=None,
                    help="fine-tuning resolution (default: --image-size; 128 with --small)")
-    p.add_argument("--coresets", type=float, nargs="+", default=[0.001, 0.01])
-    p.add_argument("--seeds", type=int, nargs="+", default=None,
+    p.add_argument("--coresets", type=_fraction, nargs="+", default=[0.001, 0.01],
+                   help="PatchCore memory fractions in (0, 1]")
+    p.add_argument("--seeds", type=_nonnegative_int, nargs="+", default=None,
                    help="training and coreset seeds (default: 0; 0 1 2 with --small)")
     p = sub.add_parser("semirest-table", help="SemiREST paper Tables 1, 3, 5, 6 on one dataset",
                        description="Reproduce SemiREST's unsupervised and supervised columns (Tables 1, 3, 5) "
@@ -95,13 +145,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="Table 6: square / abs, +PCF, +bagging, +kNN (and +MixMatch, +dropout for semi)")
     p.add_argument("--small", action="store_true",
                    help="CPU profile: 224 px, a narrow Swin (128 channels), windows of 16 every 4 tokens")
-    p.add_argument("--iterations", type=int, default=None, help="training iterations (default: the profile's)")
-    p.add_argument("--image-size", type=int, default=None, help="default: 512 (224 with --small)")
-    p.add_argument("--coreset-ratio", type=float, default=None,
-                   help="memory bank fraction (default 0.1; the paper uses 0.001 on KSDD2)")
-    p.add_argument("--labelled", type=int, default=None,
+    p.add_argument("--iterations", type=_positive_int, default=None,
+                   help="training iterations (default: the profile's)")
+    p.add_argument("--image-size", type=_image_size, default=None, help="default: 512 (224 with --small)")
+    p.add_argument("--coreset-ratio", type=_fraction, default=None,
+                   help="memory bank fraction in (0, 1] (default 0.1; the paper uses 0.001 on KSDD2)")
+    p.add_argument("--labelled", type=_positive_int, default=None,
                    help="anomalous test images moved to training in the supervised setting (default 10)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0")
+    p.add_argument("--seeds", type=_nonnegative_int, nargs="+", default=None, help="default: 0")
     p.add_argument("--boxes", default=None, metavar="FILE",
                    help="box file in each category folder (notebook 06's widget writes boxes.json): the "
                         "supervised and semi-supervised settings label the images it names, with its boxes "
@@ -112,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
 def _toy(args, profile) -> int:
     print(f"cutswap_lib main job: PatchCore on the toy dataset (profile '{profile.name}', "
           f"{profile.image_size} px, {profile.toy_train} training images per category)")
+    args.started = True
     t0 = time.perf_counter()
     rows = toy.toy_patchcore_table(
         profile, data_root=args.data_root, results=args.results, categories=args.categories,
@@ -127,29 +179,34 @@ def _toy(args, profile) -> int:
 def _gallery(args, profile) -> int:
     for category in args.categories:
         toy.ensure_profile_toy(profile, args.data_root, category)
-    path = toy.toy_gallery(args.data_root, profile.image_size,
-                                   args.results / "toy_samples.png", args.categories)
+    path = toy.toy_gallery(args.data_root, profile.image_size, args.results / "toy_samples.png",
+                           args.categories)
     print(f"wrote {path}")
     return 0
 
 
 def _cutswap_table(args, profile) -> int:
-
     settings = cutswap_tables.RunSettings.small() if args.small else cutswap_tables.RunSettings()
-    settings.epochs = args.epochs or settings.epochs
-    settings.image_size = args.image_size or settings.image_size
-    settings.train_size = args.train_size or settings.train_size
-    settings.coresets = tuple(args.coresets)
-    settings.seeds = tuple(args.seeds) if args.seeds else settings.seeds
+    for name in ("epochs", "image_size", "train_size"):
+        if getattr(args, name) is not None:
+            setattr(settings, name, getattr(args, name))
+    settings.coresets = tuple(_unique("--coresets", args.coresets))
+    settings.seeds = tuple(_unique("--seeds", args.seeds)) if args.seeds is not None else settings.seeds
+    methods = _unique("--methods", args.methods)
+    settings.validate()
+    if args.ablation and "cutswap" not in methods:
+        raise UsageError(f"--ablation {args.ablation} varies CutSwap's training; add cutswap to --methods")
     found = _dataset_root(args, profile)
     if found is None:
         return 2
     root, categories = found
+    cutswap_tables.check_cutswap_run(root, categories, settings, methods, args.ablation)
+    args.started = True  # checks done: what fails from here on is not an argument
     print(f"CutSwap tables on {args.dataset} ({len(categories)} categories, {settings})")
     t0 = time.perf_counter()
     rows = cutswap_tables.cutswap_table(args.dataset, root, categories, settings, results=args.results,
-                                   methods=args.methods, ablation=args.ablation,
-                                   device=args.device, progress=not args.no_progress)
+                                        methods=methods, ablation=args.ablation,
+                                        device=args.device, progress=not args.no_progress)
     print()
     print(cutswap_tables.paper_layout(rows))
     print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.0f} s")
@@ -158,15 +215,20 @@ def _cutswap_table(args, profile) -> int:
 
 def _dataset_root(args, profile):
     """(root, categories) of the chosen dataset, or None after printing how to get it."""
+    categories = _unique("--categories", args.categories) if args.categories else None
     if args.dataset == "toy":
         root = args.data_root or toy_root(profile)
-        categories = args.categories or list(TOY_CATEGORIES)
+        categories = categories or list(TOY_CATEGORIES)
+        unknown = [c for c in categories if c not in TOY_CATEGORIES]
+        if unknown:
+            raise UsageError(f"--categories: {unknown[0]!r} is not a toy category (choose from "
+                             f"{', '.join(TOY_CATEGORIES)})")
         for category in categories:
             toy.ensure_profile_toy(profile, root, category)
         return root, categories
     record = DATASETS[args.dataset]
     root = args.data_root or data_root() / record.folder
-    categories = args.categories or list(record.categories)
+    categories = categories or list(record.categories)
     missing = [c for c in categories if not (root / c).is_dir()]
     if missing:
         print(f"error: {args.dataset} categories {missing} not found under {root}. Download it first "
@@ -178,50 +240,110 @@ def _dataset_root(args, profile):
 
 
 def _semirest_table(args, profile) -> int:
-    import dataclasses
-
-
     settings = semirest_tables.SemiRunSettings.small() if args.small else semirest_tables.SemiRunSettings()
-    settings.image_size = args.image_size or settings.image_size
-    settings.coreset_ratio = args.coreset_ratio or settings.coreset_ratio
-    settings.seeds = tuple(args.seeds) if args.seeds else settings.seeds
+    if args.image_size is not None:
+        settings.image_size = args.image_size
+    if args.coreset_ratio is not None:
+        settings.coreset_ratio = args.coreset_ratio
+    settings.seeds = tuple(_unique("--seeds", args.seeds)) if args.seeds is not None else settings.seeds
     settings.n_labelled = args.labelled if args.labelled is not None else settings.n_labelled
     settings.box_file = args.boxes
-    if args.iterations:
+    if args.iterations is not None:
         settings.config = dataclasses.replace(settings.config, iterations=args.iterations)
         settings.mixmatch = dataclasses.replace(settings.mixmatch, iterations=args.iterations)
+    setting_names = tuple(_unique("--settings", args.settings))
+    settings.validate()
     found = _dataset_root(args, profile)
     if found is None:
         return 2
     root, categories = found
-    try:
-        semirest_tables.check_box_files(root, categories, settings)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    semirest_tables.check_semirest_run(root, categories, settings, setting_names)
+    args.started = True  # checks done: what fails from here on is not an argument
     print(f"SemiREST tables on {args.dataset} ({len(categories)} categories, {settings})")
     t0 = time.perf_counter()
     rows = semirest_tables.semirest_table(args.dataset, root, categories, settings, results=args.results,
-                               setting_names=tuple(args.settings), ablation=args.ablation,
-                               device=args.device, progress=not args.no_progress)
+                                          setting_names=setting_names, ablation=args.ablation,
+                                          device=args.device, progress=not args.no_progress)
     print()
     print(semirest_tables.semirest_layout(rows))
     print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
+def _unique(flag: str, values):
+    """``values`` without repeats (first occurrence kept); a note on stderr when some were dropped."""
+    values = list(values)
+    kept = list(dict.fromkeys(values))
+    if len(kept) != len(values):
+        print(f"note: {flag} repeated values removed: {' '.join(map(str, values))} -> "
+              f"{' '.join(map(str, kept))}", file=sys.stderr)
+    return kept
+
+
+def _check_results(path: Path) -> Path:
+    """The results folder, created if absent; UsageError when it is a file or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--results {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--results {path}: cannot create the folder ({err.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--results {path}: the folder is not writable")
+    return path
+
+
+def _check_device(name: str | None) -> None:
+    """UsageError unless ``name`` (e.g. ``cpu``, ``cuda``, ``cuda:1``, ``mps``) exists on this machine."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:0, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA device on this machine (torch.cuda.is_available() is "
+                             f"False); use --device cpu or leave --device out")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {name}: only cpu, cuda and mps are supported")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
         argv = ["toy", *argv]  # no sub-command: the main job
-    args = _parser().parse_args(argv)
-    profile = get_profile(args.profile)
-    args.results = args.results or results_root()
-    if getattr(args, "data_root", None) is None and args.command in ("toy", "gallery"):
-        args.data_root = toy_root(profile)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a bad argument (2, its line already printed)
+        return int(stop.code or 0)
     run = {"toy": _toy, "gallery": _gallery, "cutswap-table": _cutswap_table,
            "semirest-table": _semirest_table}[args.command]
-    return run(args, profile)
+    try:  # every check below happens before any work; each failure is one line and exit 2
+        profile = get_profile(args.profile)
+        args.results = _check_results(args.results or results_root())
+        _check_device(args.device)
+        if args.command in ("toy", "gallery"):
+            args.categories = _unique("--categories", args.categories)
+            if args.command == "toy":
+                args.seeds = _unique("--seeds", args.seeds)
+            if args.data_root is None:
+                args.data_root = toy_root(profile)
+        return run(args, profile)
+    except (UsageError, ValueError, DatasetError, FileNotFoundError, FolderLockedError) as err:
+        # before the work starts, every error is the user's input; after it, only data and lock
+        # errors are (a ValueError from inside training is a bug: keep its traceback)
+        if getattr(args, "started", False) and not isinstance(err, (DatasetError, FolderLockedError)):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

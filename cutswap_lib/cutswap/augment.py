@@ -186,7 +186,7 @@ def _scar_box(rect: Tensor, angles: Tensor) -> Tensor:
     return rect + 2 * grow
 
 
-def _scar_bound(width, length, angle) -> tuple[int, int]:
+def scar_bound(width, length, angle) -> tuple[int, int]:
     """The largest scar box the ranges can give: ``(rows, cols)``, so that size errors never depend on draws.
 
     The box grows with length and width; over an angle interval its extents peak at an end,
@@ -236,7 +236,7 @@ def cutswap_scar(images: Tensor, anchors: Tensor, generator: torch.Generator | N
     """
     b, _, h, w = check_images(images)
     anchors = _check_anchors(anchors, b, images.device)
-    big = _scar_bound(width, length, angle)
+    big = scar_bound(width, length, angle)
     if 2 * big[0] > h and 2 * big[1] > w:
         raise ValueError(f"two disjoint scar boxes of up to {list(big)} px do not fit in {h}x{w} "
                          f"images (need 2 h <= H or 2 w <= W): use smaller width / length")
@@ -298,7 +298,7 @@ def cutpaste_scar(images: Tensor, generator: torch.Generator | None = None, widt
     another uniform place. Taught in ``notebooks/02_cutswap_generation.ipynb``.
     """
     b, _, h, w = check_images(images)
-    big = _scar_bound(width, length, angle)
+    big = scar_bound(width, length, angle)
     if big[0] > h or big[1] > w:
         raise ValueError(f"a rotated scar box of up to {list(big)} px does not fit in {h}x{w} "
                          f"images: use smaller width / length")

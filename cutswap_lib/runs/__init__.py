@@ -5,29 +5,32 @@
 * :mod:`.cutswap_paper`  – the CutSwap paper's reported figures (Tables I-VIII)
 * :mod:`.semirest_tables` – the SemiREST paper's Tables 1-6 on one dataset (``semirest-table``)
 * :mod:`.semirest_paper` – the SemiREST paper's reported figures (Tables 1-6, annotation times)
-* :mod:`.results`        – CSV files and Markdown tables
+* :mod:`.results`        – CSV files and Markdown tables, merged across runs
+* :mod:`.checks`         – the checks a run makes before any work
 
 Each run takes plain arguments, calls the method (:mod:`cutswap_lib.cutswap`,
 :mod:`cutswap_lib.semirest`, :mod:`cutswap_lib.patchcore`) and returns rows (dicts); argument
 parsing lives in :mod:`cutswap_lib.__main__`, figures in :mod:`cutswap_lib.viz`.
 """
 
-from . import cutswap_paper, cutswap_tables, results, semirest_paper, semirest_tables, toy
+from . import checks, cutswap_paper, cutswap_tables, results, semirest_paper, semirest_tables, toy
 from .cutswap_paper import paper_row
-from .cutswap_tables import (RunSettings, ablation_variants, cutswap_table, evaluate_patchcore, paper_layout,
-                             run_category, saliency_maps)
-from .results import format_results_table, write_csv
+from .cutswap_tables import (RunSettings, ablation_variants, check_cutswap_run, cutswap_table, evaluate_patchcore,
+                             paper_layout, run_category, saliency_maps)
+from .results import format_results_table, merge_rows, settings_fingerprint, write_csv
 from .semirest_paper import paper_triple
-from .semirest_tables import (SemiRunSettings, boxes_from_file, check_box_files, labelled_split,
-                              run_semirest_category, semirest_layout, semirest_table)
-from .toy import (BackboneSpec, DEFAULT_BACKBONES, ensure_profile_toy, run_patchcore, save_anomaly_figure,
+from .semirest_tables import (SemiRunSettings, boxes_from_file, check_box_files, check_semirest_run,
+                              labelled_split, run_semirest_category, semirest_layout, semirest_table)
+from .toy import (DEFAULT_BACKBONES, BackboneSpec, ensure_profile_toy, run_patchcore, save_anomaly_figure,
                   summarize, summary_table, toy_gallery, toy_patchcore_table)
 
 __all__ = [
     "BackboneSpec", "DEFAULT_BACKBONES", "RunSettings", "SemiRunSettings", "ablation_variants",
-    "boxes_from_file", "check_box_files", "cutswap_paper", "cutswap_table", "cutswap_tables", "ensure_profile_toy",
-    "evaluate_patchcore", "format_results_table", "labelled_split", "paper_layout", "paper_row",
-    "paper_triple", "results", "run_category", "run_patchcore", "run_semirest_category", "saliency_maps",
-    "save_anomaly_figure", "semirest_layout", "semirest_paper", "semirest_table", "semirest_tables", "summarize",
-    "summary_table", "toy", "toy_gallery", "toy_patchcore_table", "write_csv",
+    "boxes_from_file", "check_box_files", "check_cutswap_run", "check_semirest_run", "checks",
+    "cutswap_paper", "cutswap_table", "cutswap_tables", "ensure_profile_toy", "evaluate_patchcore",
+    "format_results_table", "labelled_split", "merge_rows", "paper_layout", "paper_row", "paper_triple",
+    "results", "run_category", "run_patchcore", "run_semirest_category", "saliency_maps",
+    "save_anomaly_figure", "semirest_layout", "semirest_paper", "semirest_table", "semirest_tables",
+    "settings_fingerprint", "summarize", "summary_table", "toy", "toy_gallery", "toy_patchcore_table",
+    "write_csv",
 ]

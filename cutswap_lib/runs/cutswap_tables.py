@@ -33,15 +33,18 @@ from ..backbones import (build_classifier, build_feature_extractor, choose_backb
 from ..data import load_split
 from ..patchcore import PatchCore
 from ..cutswap.saliency import SaliencyCache
+from ..cutswap.augment import SCAR_ANGLE, SCAR_LENGTH, SCAR_WIDTH, scar_bound
 from ..cutswap.train import TrainConfig, encoder_for_patchcore, train_three_way
 from . import cutswap_paper
-from .results import format_results_table, write_csv
+from .checks import MIN_IMAGE_SIZE, check_fraction, check_positive, check_seeds, check_test_split
+from .results import format_results_table, merge_rows, settings_fingerprint, write_csv, write_text
 
 METHODS = ("cutpaste", "resnet18", "cutswap")  # the paper's column order
 ABLATIONS = ("k", "cluster", "layers", "method")
 COLUMNS = ["dataset", "category", "method", "ablation", "coreset", "seed", "image_auroc",
            "pixel_auroc", "aupro", "paper_image_auroc", "paper_pixel_auroc", "encoder",
-           "train_s", "fit_s", "predict_s"]
+           "train_s", "fit_s", "predict_s", "settings"]
+ROW_KEY = ("dataset", "category", "method", "ablation", "coreset", "seed", "settings")  # see results.merge_rows
 
 
 @dataclasses.dataclass
@@ -69,6 +72,58 @@ class RunSettings:
         """
         return cls(image_size=224, epochs=3, batch_size=10, levels="one", finetune_images=20,
                    train_size=128, seeds=(0, 1, 2))
+
+    def patch_px(self) -> int:
+        """The CutSwap patch at the fine-tuning resolution (``patch_size`` is given at 224 px)."""
+        return max(4, round(self.patch_size * (self.train_size or self.image_size) / 224))
+
+    def validate(self) -> "RunSettings":
+        """Raise ValueError naming the first setting out of range; returns self."""
+        check_positive("image_size", self.image_size, MIN_IMAGE_SIZE)
+        check_positive("epochs", self.epochs)
+        check_positive("batch_size", self.batch_size)
+        check_positive("patch_size", self.patch_size)
+        if self.levels not in ("all", "one"):
+            raise ValueError(f"levels must be 'all' or 'one', got {self.levels!r}")
+        if not self.coresets:
+            raise ValueError("coresets must name at least one coreset ratio")
+        for c in self.coresets:
+            check_fraction("each coreset ratio", c)
+        if len(set(self.coresets)) != len(self.coresets):
+            raise ValueError(f"coresets must be distinct, got {list(self.coresets)}")
+        check_seeds(self.seeds)
+        if self.finetune_images is not None:
+            check_positive("finetune_images", self.finetune_images)
+        train_size = self.train_size if self.train_size is not None else self.image_size
+        check_positive("train_size", train_size, MIN_IMAGE_SIZE)
+        if 2 * self.patch_px() > train_size:  # CutSwap places two disjoint patches side by side
+            raise ValueError(f"train_size {train_size} px is too small for two {self.patch_px()} px CutSwap "
+                             f"patches side by side (needs at least {2 * self.patch_px()} px)")
+        scar = min(scar_bound(SCAR_WIDTH, SCAR_LENGTH, SCAR_ANGLE))  # the scar boxes, side by side too
+        if 2 * scar > train_size:
+            raise ValueError(f"train_size {train_size} px is too small for two CutPaste-size scars (boxes of up "
+                             f"to {scar} px) side by side (needs at least {2 * scar} px)")
+        return self
+
+
+def check_cutswap_run(root: Path, categories, settings: RunSettings, methods=METHODS,
+                      ablation: str | None = None) -> None:
+    """Every check a ``cutswap-table`` run can make before training (ValueError / DatasetError)."""
+    settings.validate()
+    if not methods:
+        raise ValueError("methods must name at least one of " + ", ".join(METHODS))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; choose from {METHODS}")
+    if ablation is not None:
+        ablation_variants(ablation)  # unknown names raise
+        if "cutswap" not in methods:
+            raise ValueError(f"the {ablation!r} ablation varies CutSwap's training; add cutswap to methods "
+                             f"(got {list(methods)})")
+    if not categories:
+        raise ValueError("categories must name at least one category")
+    for category in categories:
+        check_test_split(root, category)
 
 
 def ablation_variants(ablation: str | None) -> dict[str, dict]:
@@ -142,7 +197,7 @@ def run_category(dataset: str, root: Path, category: str, settings: RunSettings,
                                                    align_corners=False, antialias=True).clamp(0, 1)
     maps, _ = (saliency_maps(finetune, workdir / "saliency", progress=progress)
                if "cutswap" in methods else (None, None))
-    patch = max(4, round(settings.patch_size * train_size / 224))  # the paper's 30 px at 224 px
+    patch = settings.patch_px()  # the paper's 30 px at 224 px, scaled to the fine-tuning size
     rows = []
     for seed in settings.seeds:
         for method in methods:
@@ -219,13 +274,29 @@ def paper_layout(rows: list[dict]) -> str:
 def cutswap_table(dataset: str, root: Path, categories, settings: RunSettings, *, results: Path,
                   methods=METHODS, ablation: str | None = None, device=None,
                   progress: bool = True) -> list[dict]:
-    """Run :func:`run_category` over ``categories``; write CSV and the paper-style Markdown."""
+    """Run :func:`run_category` over ``categories``; merge into the CSV, write the paper-style Markdown.
+
+    Rows are merged into ``results/<stem>.csv`` after each category (:func:`merge_rows`: other
+    categories, seeds and settings already there are kept). The Markdown is made from every
+    row in the CSV with this run's settings (``settings`` column), so it covers earlier
+    categories run with the same settings too, never rows made with other settings.
+    Returns this run's rows.
+    """
+    check_cutswap_run(root, categories, settings, methods, ablation)  # before training, not after it
     stem = f"cutswap_{dataset}" + (f"_ablation_{ablation}" if ablation else "")
     workdir = results / "work" / dataset
-    rows = []
+    fingerprint = settings_fingerprint(settings)
+    rows, merged = [], []
     for category in categories:
-        rows += run_category(dataset, root, category, settings, workdir=workdir, methods=methods,
-                             ablation=ablation, device=device, progress=progress)
-        write_csv(rows, results / f"{stem}.csv", COLUMNS)  # after each category: nothing lost
-    (results / f"{stem}.md").write_text(paper_layout(rows) + "\n")
+        new = run_category(dataset, root, category, settings, workdir=workdir, methods=methods,
+                           ablation=ablation, device=device, progress=progress)
+        new = [{**r, "settings": fingerprint} for r in new]
+        rows += new
+        merged = merge_rows(results / f"{stem}.csv", new, ROW_KEY)
+        write_csv(merged, results / f"{stem}.csv", COLUMNS)  # after each category: nothing lost
+    same = [r for r in merged if r.get("settings") == fingerprint]
+    other = len(merged) - len(same)
+    note = (f"\n{other} row(s) of {stem}.csv were made with other settings and are not in this table."
+            if other else "")
+    write_text(results / f"{stem}.md", paper_layout(same) + note + "\n")
     return rows

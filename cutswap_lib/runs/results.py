@@ -1,27 +1,93 @@
 """Result writing of the command layer: CSV files and Markdown tables.
 
-Every run of :mod:`cutswap_lib.runs` writes its rows with :func:`write_csv` and prints / saves
-its tables with :func:`format_results_table`; the notebooks print their tables with it too.
+Every run of :mod:`cutswap_lib.runs` writes its rows with :func:`write_csv` (atomically: an
+interrupt leaves the previous file whole) and prints / saves its tables with
+:func:`format_results_table`; the notebooks print their tables with it too.
+
+Results accumulate: :func:`merge_rows` adds a run's rows to the rows already in a results CSV,
+replacing only those with the same key (the same dataset, category, method, variant, coreset /
+setting, seed and :func:`settings_fingerprint`), so a run on another category, seed or setting
+never erases earlier results, and the Markdown table is made again from all of them.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
+import json
 import math
 import numbers
 from pathlib import Path
 
-__all__ = ["format_results_table", "write_csv"]
+from ..files import atomic_write, atomic_write_text
+
+__all__ = ["format_results_table", "merge_rows", "read_csv_rows", "settings_fingerprint", "write_csv",
+           "write_text"]
 
 
 def write_csv(rows: list[dict], path: Path, columns: list[str]) -> Path:
-    """Write ``rows`` to ``path`` as CSV (parent folders created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
+    """Write ``rows`` to ``path`` as CSV, atomically (parent folders created)."""
+    with atomic_write(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    return path
+    return Path(path)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a Markdown (or any text) file atomically."""
+    return atomic_write_text(path, text)
+
+
+def settings_fingerprint(settings, exclude=("seeds", "coresets")) -> str:
+    """12 hex digits of SHA-1 over a dataclass's fields (nested dataclasses included), as JSON.
+
+    ``exclude``: fields that are row keys of their own (a run over seeds 0-2 and a later run
+    over seed 3 share a fingerprint, so one table can hold all four seeds).
+    """
+    fields = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
+    fields = {k: v for k, v in fields.items() if k not in exclude}
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _typed(value: str, like):
+    """A CSV cell back in the type of ``like`` (the same column in a new row); '' is None."""
+    if value == "":
+        return None
+    if isinstance(like, bool):
+        return value == "True"
+    if isinstance(like, int):
+        return int(float(value))
+    if isinstance(like, float) or like is None:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def read_csv_rows(path: Path, like: dict) -> list[dict]:
+    """Rows of a results CSV, each cell in the type of the same column of ``like`` (a new row)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [{k: _typed(v or "", like.get(k, "")) for k, v in row.items() if k is not None}
+                for row in csv.DictReader(fh)]
+
+
+def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """The rows of ``path`` (if it exists) with ``rows`` added; an old row with the same ``key`` is dropped.
+
+    Old rows keep their order, new rows follow. Columns a new row lacks stay as read.
+    """
+    if not rows:
+        return read_csv_rows(path, {})
+    new_keys = {tuple(str(r.get(k)) for k in key) for r in rows}
+    old = [r for r in read_csv_rows(path, rows[0]) if tuple(str(r.get(k)) for k in key) not in new_keys]
+    return old + list(rows)
 
 
 def _cell(value, floatfmt: str) -> str:

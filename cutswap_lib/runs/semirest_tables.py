@@ -39,12 +39,14 @@ from ..semirest.model import SemiREST, SemiRESTConfig
 from ..semirest.residuals import ResidualMemory
 from ..semirest.semi import finetune_with_boxes
 from . import semirest_paper
-from .results import format_results_table, write_csv
+from .checks import MIN_IMAGE_SIZE, check_fraction, check_positive, check_seeds, check_test_split
+from .results import format_results_table, merge_rows, settings_fingerprint, write_csv, write_text
 
 SETTINGS = ("unsupervised", "supervised", "semi")
 COLUMNS = ["dataset", "category", "setting", "method", "variant", "seed", "ap", "pro", "pixel_auroc",
            "image_auroc", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "n_test", "boxes",
-           "backbone", "train_s", "predict_s"]
+           "backbone", "train_s", "predict_s", "settings"]
+ROW_KEY = ("dataset", "category", "setting", "method", "variant", "seed", "settings")  # see results.merge_rows
 
 # Table 6's rows for the unsupervised and supervised settings: name -> (residual, lambda_pe, bagging, knn)
 ABLATION_VARIANTS = {
@@ -80,6 +82,38 @@ class SemiRunSettings:
     def small(cls) -> "SemiRunSettings":
         """Toy data on a 2-core CPU: 224 px (28 x 28 tokens), :meth:`SemiRESTConfig.cpu`."""
         return cls(image_size=224, config=SemiRESTConfig.cpu())
+
+    def validate(self) -> "SemiRunSettings":
+        """Raise ValueError naming the first setting out of range; returns self."""
+        check_positive("image_size", self.image_size, MIN_IMAGE_SIZE)
+        check_fraction("coreset_ratio", self.coreset_ratio)
+        check_positive("n_labelled", self.n_labelled, minimum=0)
+        check_seeds(self.seeds)
+        check_positive("iterations", self.config.iterations)
+        check_positive("fine-tuning iterations", self.mixmatch.iterations)
+        if self.lambda_pe < 0:
+            raise ValueError(f"lambda_pe must be >= 0, got {self.lambda_pe}")
+        return self
+
+
+def check_semirest_run(root: Path, categories, settings: SemiRunSettings, setting_names=SETTINGS) -> None:
+    """Every check a ``semirest-table`` run can make before training (ValueError / DatasetError / FileNotFoundError)."""
+    settings.validate()
+    if not setting_names:
+        raise ValueError("settings must name at least one of " + ", ".join(SETTINGS))
+    unknown = [s for s in setting_names if s not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}; choose from {SETTINGS}")
+    if not categories:
+        raise ValueError("categories must name at least one category")
+    labelled = any(s != "unsupervised" for s in setting_names)
+    if labelled and not settings.box_file and settings.n_labelled < 1:
+        raise ValueError("the supervised and semi-supervised settings need labelled images: "
+                         f"n_labelled must be >= 1 (got {settings.n_labelled}), or leave them out of settings")
+    for category in categories:
+        check_test_split(root, category, held_out=settings.n_labelled if labelled and not settings.box_file else 0)
+    if labelled:
+        check_box_files(root, categories, settings)
 
 
 def labelled_split(labels: torch.Tensor, paths: list[str], n: int, seed: int) -> torch.Tensor:
@@ -124,12 +158,24 @@ def boxes_from_file(path: Path, test_paths: list[str], size: tuple[int, int]
 
 
 def check_box_files(root: Path, categories, settings: SemiRunSettings) -> None:
-    """Raise (naming the file) if any category's ``settings.box_file`` is missing or does not fit its test set."""
+    """Raise (naming the file) if any category's ``settings.box_file`` is missing or does not fit its test set.
+
+    The file must name at least one anomalous test image and leave at least one out (the
+    images it names move to training; the rest are the evaluation set).
+    """
     if not settings.box_file:
         return
     for category in categories:
-        test_paths = [str(x.image) for x in AnomalyDataset(root, category, "test", image_size=None).samples]
-        boxes_from_file(root / category / settings.box_file, test_paths, (settings.image_size, settings.image_size))
+        samples = AnomalyDataset(root, category, "test", image_size=None).samples
+        path = root / category / settings.box_file
+        chosen, _ = boxes_from_file(path, [str(x.image) for x in samples], (settings.image_size, settings.image_size))
+        named = sum(samples[i].label == 1 for i in chosen.tolist())
+        anomalous = sum(x.label == 1 for x in samples)
+        if named == 0:
+            raise ValueError(f"{path} names only good images: boxes label defects, so name anomalous test images")
+        if named >= anomalous:
+            raise ValueError(f"{path} names all {anomalous} anomalous test images of {category}: none would be "
+                             f"left to evaluate; leave some out")
 
 
 def _paper_cells(dataset: str, setting: str, category: str, method: str, variant: str):
@@ -316,13 +362,26 @@ def semirest_layout(rows: list[dict]) -> str:
 def semirest_table(dataset: str, root: Path, categories, settings: SemiRunSettings, *, results: Path,
                    setting_names=SETTINGS, ablation: bool = False, device=None,
                    progress: bool = True) -> list[dict]:
-    """Run :func:`run_semirest_category` over ``categories``; write CSV and Markdown."""
+    """Run :func:`run_semirest_category` over ``categories``; merge into the CSV, write the Markdown.
+
+    As :func:`cutswap_lib.runs.cutswap_tables.cutswap_table`: rows are merged into
+    ``results/<stem>.csv`` after each category, and the Markdown holds every row of the CSV
+    made with this run's settings. Returns this run's rows.
+    """
     stem = f"semirest_{dataset}" + ("_ablation" if ablation else "")
-    check_box_files(root, categories, settings)  # before the first hour of training, not after it
-    rows = []
+    check_semirest_run(root, categories, settings, setting_names)  # before the first hour of training
+    fingerprint = settings_fingerprint(settings)
+    rows, merged = [], []
     for category in categories:
-        rows += run_semirest_category(dataset, root, category, settings, setting_names=setting_names,
-                                      ablation=ablation, device=device, progress=progress)
-        write_csv(rows, results / f"{stem}.csv", COLUMNS)  # after each category: nothing lost
-    (results / f"{stem}.md").write_text(semirest_layout(rows) + "\n")
+        new = run_semirest_category(dataset, root, category, settings, setting_names=setting_names,
+                                    ablation=ablation, device=device, progress=progress)
+        new = [{**r, "settings": fingerprint} for r in new]
+        rows += new
+        merged = merge_rows(results / f"{stem}.csv", new, ROW_KEY)
+        write_csv(merged, results / f"{stem}.csv", COLUMNS)  # after each category: nothing lost
+    same = [r for r in merged if r.get("settings") == fingerprint]
+    other = len(merged) - len(same)
+    note = (f"\n{other} row(s) of {stem}.csv were made with other settings and are not in this table."
+            if other else "")
+    write_text(results / f"{stem}.md", semirest_layout(same) + note + "\n")
     return rows

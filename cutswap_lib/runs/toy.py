@@ -17,7 +17,7 @@ from .. import metrics, viz
 from ..config import Profile
 from ..data import TOY_CATEGORIES, AnomalyDataset, ensure_toy_dataset, load_split
 from ..patchcore import PatchCore
-from .results import format_results_table, write_csv
+from .results import format_results_table, write_csv, write_text
 
 RESULT_COLUMNS = ["category", "backbone", "weights", "coreset", "image_auroc", "pixel_auroc",
                   "pixel_ap", "aupro", "fit_s", "predict_s"]
@@ -132,7 +132,7 @@ def toy_patchcore_table(profile: Profile, *, data_root: Path, results: Path,
                     save_anomaly_figure(preds, f"PatchCore, {spec.label}, toy {category}",
                                         results / "figures" / f"patchcore_{category}_{spec.name}.png")
     write_csv(rows, results / "patchcore_toy.csv", RESULT_COLUMNS + ["seed"])
-    (results / "patchcore_toy.md").write_text(summary_table(rows) + "\n")
+    write_text(results / "patchcore_toy.md", summary_table(rows) + "\n")
     return rows
 
 

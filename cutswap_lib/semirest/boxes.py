@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ..files import atomic_write_text
+
 Tensor = torch.Tensor
 Box = tuple[int, int, int, int]
 
@@ -60,10 +62,21 @@ def rescale_boxes(boxes, from_size: tuple[int, int], to_size: tuple[int, int]) -
     Rounded outwards (floor of the start, ceiling of the end), so a box that covered a
     defect still covers it after the image is resized.
     """
-    (h0, w0), (h1, w1) = from_size, to_size
+    (h0, w0), (h1, w1) = _check_size(from_size, "rescale_boxes from_size"), _check_size(to_size, "rescale_boxes to_size")
     sy, sx = h1 / h0, w1 / w0
     return [(int(np.floor(x0 * sx)), int(np.floor(y0 * sy)), min(w1, int(np.ceil(x1 * sx))),
              min(h1, int(np.ceil(y1 * sy)))) for x0, y0, x1, y1 in validate_boxes(boxes, from_size)]
+
+
+def _check_size(size, where: str) -> tuple[int, int]:
+    """``(H, W)`` of two positive integers, or ValueError naming ``where``."""
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: image_size must be two positive integers (H, W), got {size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"{where}: image_size must be two positive integers (H, W), got {list(size)}")
+    return h, w
 
 
 def validate_boxes(boxes, size: tuple[int, int], where: str = "boxes") -> list[Box]:
@@ -71,12 +84,17 @@ def validate_boxes(boxes, size: tuple[int, int], where: str = "boxes") -> list[B
 
     ``where`` names the source in the message (a file and image name).
     """
-    h, w = size
+    h, w = _check_size(size, where)
+    if not isinstance(boxes, (list, tuple)):
+        raise ValueError(f"{where}: expected a list of boxes [[x0, y0, x1, y1], ...], got {boxes!r}")
     clean = []
     for i, box in enumerate(boxes):
-        if len(box) != 4:
-            raise ValueError(f"{where}: box {i} {box!r} must have 4 numbers (x0, y0, x1, y1)")
-        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            raise ValueError(f"{where}: box {i} {box!r} must be a list of 4 numbers (x0, y0, x1, y1)")
+        try:
+            x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: box {i} {box!r} holds something that is not a number") from None
         if x1 <= x0 or y1 <= y0:
             raise ValueError(f"{where}: box {i} {tuple(box)} has zero area (need x1 > x0 and y1 > y0)")
         if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
@@ -107,14 +125,11 @@ def box_block_labels(pixel_labels: Tensor, grid: tuple[int, int], upsilon: float
 
 
 def save_boxes(path, boxes: dict[str, list[Box]], image_size: tuple[int, int] | None = None) -> Path:
-    """Write ``{image name: [boxes]}`` to a JSON file (with the image size the boxes refer to)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``{image name: [boxes]}`` to a JSON file (with the image size the boxes refer to), atomically."""
     payload = {"format": "cutswap-boxes-v1", "box": "x0, y0, x1, y1 in pixels, end-exclusive",
                "image_size": list(image_size) if image_size else None,
                "boxes": {name: [list(map(int, b)) for b in bs] for name, bs in boxes.items()}}
-    path.write_text(json.dumps(payload, indent=1))
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=1))  # an interrupt keeps the old file
 
 
 def load_boxes(path, image_size: tuple[int, int] | None = None,
@@ -134,9 +149,10 @@ def load_boxes(path, image_size: tuple[int, int] | None = None,
         raise ValueError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("boxes"), dict):
         raise ValueError(f"{path}: expected an object with a 'boxes' mapping of image name -> list of boxes")
-    size = image_size or (tuple(payload["image_size"]) if payload.get("image_size") else None)
+    size = image_size or (payload["image_size"] if payload.get("image_size") else None)
     if size is None:
         raise ValueError(f"{path}: no image_size in the file; pass image_size=(H, W)")
+    size = _check_size(size, str(path))
     boxes = {name: validate_boxes(bs, size, f"{path} [{name}]") for name, bs in payload["boxes"].items()}
     if resize_to is not None and tuple(resize_to) != tuple(size):
         boxes = {name: rescale_boxes(bs, size, resize_to) for name, bs in boxes.items()}
