@@ -116,15 +116,31 @@ def _parser() -> argparse.ArgumentParser:
                    choices=["cutpaste", "resnet18", "cutswap"])
     p.add_argument("--ablation", choices=["k", "cluster", "layers", "method"], default=None,
                    help="Table V (k), VI (cluster), VII (layers) or VIII (method) instead of I-IV")
-    p.add_argument("--small", action="store_true",
-                   help="CPU profile: 3 epochs on 20 images fine-tuned at 128 px, one saliency level per "
-                        "image and step, seeds 0 1 2 (PatchCore at 224 px on every image)")
+    profile_group = p.add_mutually_exclusive_group()
+    profile_group.add_argument("--small", action="store_true",
+                               help="CPU profile: 3 epochs on 20 images fine-tuned at 128 px, one saliency level "
+                                    "per image and step, seeds 0 1 2 (PatchCore at 224 px on every image)")
+    profile_group.add_argument("--cpu", action="store_true",
+                               help="CPU profile for --init random: 12 epochs on 40 images per category "
+                                    "fine-tuned at 96 px, PatchCore at 128 px, coreset 0.1, seeds 0 1 2")
+    p.add_argument("--init", choices=["imagenet", "random"], default=None,
+                   help="the encoder's start: imagenet (the paper; default) or random (untrained: "
+                        "'resnet18' rows are then the untrained encoder; the default with --cpu)")
+    p.add_argument("--train-per", choices=["dataset", "category"], default=None,
+                   help="fine-tune one encoder per dataset (default; the paper: fine-tuning 'performed on "
+                        "each dataset') or one per category (a course choice)")
+    p.add_argument("--overlap", choices=["resample", "push"], default=None,
+                   help="anchor pairs whose patches overlap or leave the image: draw again from the salient "
+                        "cluster (default; a course choice) or push the patches apart")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (one JSON line per category x method x variant x seed) and exit "
+                        "without training or writing a checkpoint")
     p.add_argument("--epochs", type=_positive_int, default=None, help="default: 256 (paper), 3 with --small")
     p.add_argument("--image-size", type=_image_size, default=None, help="default: 224")
     p.add_argument("--train-size", type=_image_size, default=None,
                    help="fine-tuning resolution (default: --image-size; 128 with --small)")
-    p.add_argument("--coresets", type=_fraction, nargs="+", default=[0.001, 0.01],
-                   help="PatchCore memory fractions in (0, 1]")
+    p.add_argument("--coresets", type=_fraction, nargs="+", default=None,
+                   help="PatchCore memory fractions in (0, 1] (default: 0.001 0.01, the paper's; 0.1 with --cpu)")
     p.add_argument("--seeds", type=_nonnegative_int, nargs="+", default=None,
                    help="training and coreset seeds (default: 0; 0 1 2 with --small)")
     p = sub.add_parser("semirest-table", help="SemiREST paper Tables 1, 3, 5, 6 on one dataset",
@@ -186,11 +202,13 @@ def _gallery(args, profile) -> int:
 
 
 def _cutswap_table(args, profile) -> int:
-    settings = cutswap_tables.RunSettings.small() if args.small else cutswap_tables.RunSettings()
-    for name in ("epochs", "image_size", "train_size"):
+    settings = (cutswap_tables.RunSettings.small() if args.small else cutswap_tables.RunSettings.cpu()
+                if args.cpu else cutswap_tables.RunSettings())
+    for name in ("epochs", "image_size", "train_size", "init", "train_per", "overlap"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
-    settings.coresets = tuple(_unique("--coresets", args.coresets))
+    if args.coresets is not None:
+        settings.coresets = tuple(_unique("--coresets", args.coresets))
     settings.seeds = tuple(_unique("--seeds", args.seeds)) if args.seeds is not None else settings.seeds
     methods = _unique("--methods", args.methods)
     settings.validate()
@@ -202,6 +220,11 @@ def _cutswap_table(args, profile) -> int:
     root, categories = found
     cutswap_tables.check_cutswap_run(root, categories, settings, methods, args.ablation)
     args.started = True  # checks done: what fails from here on is not an argument
+    if args.dry_run:
+        cutswap_tables.cutswap_table(args.dataset, root, categories, settings, results=args.results,
+                                     methods=methods, ablation=args.ablation, device=args.device,
+                                     progress=False, dry_run=True)
+        return 0
     print(f"CutSwap tables on {args.dataset} ({len(categories)} categories, {settings})")
     t0 = time.perf_counter()
     rows = cutswap_tables.cutswap_table(args.dataset, root, categories, settings, results=args.results,

@@ -44,7 +44,7 @@ CUTSWAP_BAD = {
     "coreset 1.5": (["--coresets", "1.5"], "--coresets"),
     "image size 0": (["--image-size", "0"], "--image-size"),
     "train size 0": (["--train-size", "0"], "--train-size"),
-    "train size below two scars": (["--image-size", "64", "--train-size", "40"], "scars"),
+    "train size below the patches": (["--image-size", "64", "--train-size", "31"], "--train-size"),
     "ablation without cutswap": (["--ablation", "k", "--methods", "cutpaste"], "--methods"),
     "unknown category": (["--categories", "screw"], "screw"),
     "no defect folders": (["--categories", "nodefect"], "defect"),

@@ -54,7 +54,7 @@ def test_cutswap_table_on_a_tiny_mvtec_folder(tiny_mvtec, tmp_path, capsys):
     table = (tmp_path / "cutswap_mvtec.md").read_text()
     assert "CutSwap+PC image" in table and "(1.000)" in table
     # checkpoints were written, so a second run resumes instead of training again
-    assert list((tmp_path / "work" / "mvtec" / "checkpoints" / "bottle").glob("*/epoch_0000.pt"))
+    assert list((tmp_path / "work" / "mvtec" / "checkpoints" / "mvtec-all").glob("*/epoch_0000.pt"))
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):

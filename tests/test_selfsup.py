@@ -165,6 +165,8 @@ def test_make_batch_deterministic_one_level_and_cutpaste(images, maps):
     x, y = make_batch(images, maps, gen(3), layers=[0, 4], levels="one")
     assert x.shape == (9, 3, 64, 64) and y.tolist() == [0] * 3 + [1] * 3 + [2] * 3
     x, y = make_batch(images, None, gen(3), ThreeWaySpec(mode="cutpaste"))
+    assert x.shape == (45, 3, 64, 64)  # CutSwap's budget: 5 triplets per image, as with 5 levels
+    x, y = make_batch(images, None, gen(3), ThreeWaySpec(mode="cutpaste"), levels="one")
     assert x.shape == (9, 3, 64, 64)
     with pytest.raises(ValueError, match="needs saliency maps"):
         make_batch(images, None, gen(3))

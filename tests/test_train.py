@@ -42,8 +42,8 @@ def test_resume_after_interruption_reaches_the_same_weights(tiny_data, tmp_path,
 
     real_save = train.save_checkpoint
 
-    def save_then_die(model, optimizer, cfg, epoch, history, folder):
-        path = real_save(model, optimizer, cfg, epoch, history, folder)
+    def save_then_die(model, optimizer, cfg, epoch, history, folder, fingerprint=None):
+        path = real_save(model, optimizer, cfg, epoch, history, folder, fingerprint)
         if epoch == 1:
             raise KeyboardInterrupt("simulated interruption after epoch 1")
         return path

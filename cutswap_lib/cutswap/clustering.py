@@ -283,6 +283,84 @@ def sample_anchor_pairs(maps: torch.Tensor, k: int = 4, generator: torch.Generat
     return anchors.view(*lead, 2, 2)
 
 
+def sample_placeable_pairs(maps: torch.Tensor, size, k: int = 4, generator: torch.Generator | None = None, *,
+                           tries: int = 16, cluster: str = "max", method: str = "kmeans", top_n: int = 300,
+                           max_iter: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchor pairs whose two ``size`` patches fit as drawn: ``(M, H, W)`` -> ``(M, 2, 2)``, fallback ``(M,)``.
+
+    The anchors of :func:`sample_anchor_pairs` (same cluster choice) are top-left corners of
+    two ``size = (h, w)`` patches; :func:`~cutswap_lib.cutswap.augment.place_patches` moves a
+    patch that would leave the image or overlap the other, and a moved corner can leave the
+    salient cluster. Here up to ``tries`` pairs are drawn per map from the cluster (one
+    ``torch.rand`` call for all maps) and the first pair whose patches lie inside the image
+    and do not overlap is kept (uniform over such pairs), so both corners stay in the
+    cluster and placement moves nothing. Where all tries fail but a fitting pair exists, one
+    is drawn directly: a first corner uniform among the cluster's corners that have a
+    fitting partner, then the partner uniform among those. Only where no pair of the
+    cluster fits (a cluster too small or too near the border) is the first draw returned,
+    with ``fallback`` True for that map: placement then pushes it as before. ``tries`` is
+    the course's choice (the paper does not discuss placement).
+    """
+    h_p, w_p = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if int(tries) < 1:
+        raise ValueError(f"tries must be >= 1, got {tries}")
+    flat, lead, (h, w) = _flatten(maps, None)
+    m = flat.shape[0]
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(m, 3 + 2 * int(tries), generator=generator, dtype=torch.float64,
+                   device=gen_device).to(maps.device)  # cluster, (first, offset) per try, 2 for the direct draw
+    _, mask, count, _, _ = _select(maps, k, cluster, method, top_n, None, max_iter, u[:, 0])
+    count = count[:, None]  # (M, 1)
+    first = (u[:, 1:-2:2] * count).long().clamp(max=count - 1)  # (M, T) uniform in [0, count)
+    step = 1 + (u[:, 2:-2:2] * (count - 1)).long().clamp(max=count - 2)  # (M, T) in [1, count)
+    rank = torch.stack([first, (first + step) % count], -1)  # (M, T, 2) distinct ranks
+    running = mask.cumsum(1, dtype=torch.int32)  # (M, N)
+    pixel = torch.searchsorted(running, (rank.flatten(1) + 1).to(torch.int32)).view_as(rank)
+    rows, cols = pixel // w, pixel % w  # (M, T, 2)
+    inside = ((rows + h_p <= h) & (cols + w_p <= w)).all(-1)  # (M, T) both patches in the image
+    apart = ((rows[..., 0] - rows[..., 1]).abs() >= h_p) | ((cols[..., 0] - cols[..., 1]).abs() >= w_p)
+    good = inside & apart  # (M, T)
+    pick = torch.where(good.any(1), good.float().argmax(1), torch.zeros_like(good[:, 0], dtype=torch.long))
+    anchors = torch.stack([rows, cols], -1)[torch.arange(m, device=maps.device), pick]  # (M, 2, 2)
+    direct, feasible = _direct_pairs(mask, (h, w), (h_p, w_p), u[:, -2:])
+    use = ~good.any(1) & feasible  # tries failed, but a fitting pair exists
+    anchors = torch.where(use[:, None, None], direct, anchors)
+    return anchors.view(*lead, 2, 2), ~(good.any(1) | feasible).view(lead)
+
+
+def _direct_pairs(mask: torch.Tensor, image: tuple[int, int], patch: tuple[int, int], u: torch.Tensor):
+    """A fitting pair drawn directly from each ``(M, N)`` cluster mask: anchors ``(M, 2, 2)``, feasible ``(M,)``.
+
+    Two corners give disjoint patches iff their rows differ by >= h or their columns by >= w;
+    so a corner has a partner iff the cluster's fitting corners reach h rows or w columns
+    away from it, which the extremes of those corners tell without comparing all pairs.
+    """
+    (h, w), (h_p, w_p) = image, patch
+    n = mask.shape[1]
+    idx = torch.arange(n, device=mask.device)
+    r, c = idx // w, idx % w  # (N,)
+    fits = mask & ((r + h_p <= h) & (c + w_p <= w))[None]  # (M, N) corners whose patch is inside
+    big = torch.iinfo(torch.long).max // 2
+    rmin = torch.where(fits, r, big).amin(1, keepdim=True)
+    rmax = torch.where(fits, r, -big).amax(1, keepdim=True)
+    cmin = torch.where(fits, c, big).amin(1, keepdim=True)
+    cmax = torch.where(fits, c, -big).amax(1, keepdim=True)
+    partnered = fits & ((rmax - r >= h_p) | (r - rmin >= h_p) | (cmax - c >= w_p) | (c - cmin >= w_p))
+    feasible = partnered.any(1)  # (M,)
+
+    def uniform_in(choice, uu):  # (M, N) bool, (M,) uniforms -> (M,) flat index of a uniform True
+        total = choice.sum(1).clamp(min=1)
+        k = (uu * total).long().clamp(max=total - 1)
+        return torch.searchsorted(choice.cumsum(1, dtype=torch.int32), (k + 1).to(torch.int32)[:, None])[:, 0]
+
+    first = uniform_in(partnered, u[:, 0]).clamp(max=n - 1)  # (M,)
+    rf, cf = (first // w)[:, None], (first % w)[:, None]
+    partners = fits & (((r[None] - rf).abs() >= h_p) | ((c[None] - cf).abs() >= w_p))
+    second = uniform_in(partners, u[:, 1]).clamp(max=n - 1)
+    anchors = torch.stack([torch.stack([first // w, first % w], -1), torch.stack([second // w, second % w], -1)], 1)
+    return anchors, feasible
+
+
 def salient_cluster_mask(maps: torch.Tensor, k: int = 4, *, cluster: str = "max",
                          method: str = "kmeans", top_n: int = 300, max_iter: int = 300,
                          generator: torch.Generator | None = None) -> torch.Tensor:

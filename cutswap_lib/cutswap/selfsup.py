@@ -40,11 +40,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..jitter import uniform
-from .augment import cutpaste, cutpaste_scar, cutswap, cutswap_scar, weak_augment
-from .clustering import CLUSTER_CHOICES, METHODS, sample_anchor_pairs
+from .augment import (SCAR_ANGLE, SCAR_LENGTH, SCAR_WIDTH, cutpaste, cutpaste_scar, cutswap, cutswap_scar,
+                      scar_bound, weak_augment)
+from .clustering import CLUSTER_CHOICES, METHODS, sample_anchor_pairs, sample_placeable_pairs
 from .saliency import multilevel_layercam
 
 MODES = ("cutswap", "cutpaste")
+# How anchors meet the image border and each other. "push": draw one pair, let place_patches move
+# patches inwards and apart (corners may leave the salient cluster). "resample": draw pairs until
+# both patches fit unmoved (sample_placeable_pairs), pushing only when no draw fits.
+OVERLAP = ("resample", "push")
 LABELS = {"cutswap": ("normal", "cutswap", "cutswap-scar"),
           "cutpaste": ("normal", "cutpaste", "cutpaste-scar")}
 PAPER_LEVELS = 5  # n in the paper's "(30, 5, 4, 512)": triplets per image without maps
@@ -71,10 +76,12 @@ class ThreeWaySpec:
     weak: dict = field(default_factory=dict)
     scar: dict = field(default_factory=dict)
     paste: dict = field(default_factory=dict)
+    overlap: str = "resample"  # or "push" (see OVERLAP); the course's choice, the paper is silent
+    tries: int = 16  # anchor pairs drawn per map with overlap="resample"
 
     def __post_init__(self):
         for name, value, allowed in (("mode", self.mode, MODES), ("cluster", self.cluster, CLUSTER_CHOICES),
-                                     ("method", self.method, METHODS)):
+                                     ("method", self.method, METHODS), ("overlap", self.overlap, OVERLAP)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
@@ -82,14 +89,29 @@ class ThreeWaySpec:
         """Label 0: ``(B, 3, H, W)`` -> weak-augmented ``(B, 3, H, W)``."""
         return weak_augment(images, generator, **self.weak)
 
+    def anchors(self, label: int, maps, generator):
+        """Anchor pairs ``(B, 2, 2)`` of CutSwap (label 1) or CutSwap-scar (label 2) from maps ``(B, H, W)``.
+
+        ``overlap="resample"``: pairs whose patches (the scar's largest box for label 2) fit
+        unmoved (:func:`~cutswap_lib.cutswap.clustering.sample_placeable_pairs`); ``"push"``:
+        one pair, moved later by :func:`~cutswap_lib.cutswap.augment.place_patches`.
+        """
+        if self.overlap == "push":
+            return sample_anchor_pairs(maps, self.k, generator, cluster=self.cluster,
+                                       method=self.method, top_n=self.top_n)
+        size = self.patch_size if label == 1 else scar_bound(
+            self.scar.get("width", SCAR_WIDTH), self.scar.get("length", SCAR_LENGTH),
+            self.scar.get("angle", SCAR_ANGLE))
+        return sample_placeable_pairs(maps, size, self.k, generator, tries=self.tries, cluster=self.cluster,
+                                      method=self.method, top_n=self.top_n)[0]
+
     def negative(self, label: int, positives, maps, generator):
         """Label 1 or 2 from positives ``(B, 3, H, W)`` and maps ``(B, H, W)`` -> images, masks."""
         if self.mode == "cutpaste":
             if label == 1:
                 return cutpaste(positives, generator, **self.paste)
             return cutpaste_scar(positives, generator, **self.scar)
-        anchors = sample_anchor_pairs(maps, self.k, generator, cluster=self.cluster,
-                                      method=self.method, top_n=self.top_n)  # (B, 2, 2)
+        anchors = self.anchors(label, maps, generator)  # (B, 2, 2), the generator's first draw
         if label == 1:
             return cutswap(positives, anchors, self.patch_size)
         return cutswap_scar(positives, anchors, generator, **self.scar)
@@ -217,9 +239,7 @@ class ThreeWayDataset(torch.utils.data.Dataset):
         n, j, label = self.locate(index)
         if label == 0 or self.spec.mode != "cutswap":
             return None
-        s = self.spec
-        return sample_anchor_pairs(self._map(n, j), s.k, self.generator(n, j, label), cluster=s.cluster,
-                                   method=s.method, top_n=s.top_n)[0]
+        return self.spec.anchors(label, self._map(n, j), self.generator(n, j, label))[0]
 
     def __getitem__(self, index: int):
         n, j, label = self.locate(int(index))
@@ -239,7 +259,7 @@ class ThreeWayDataset(torch.utils.data.Dataset):
 
 def make_batch(images: torch.Tensor, maps: torch.Tensor | None, generator: torch.Generator | None = None,
                spec: ThreeWaySpec | None = None, *, layers: Sequence[int] | None = None,
-               levels: str = "all", return_masks: bool = False):
+               levels: str = "all", triplets: int | None = None, return_masks: bool = False):
     """A 3-way batch (CutSwap Sec. III-A): ``(B, 3, H, W)``, ``(B, L, H, W)`` -> ``(3M, 3, H, W)``, ``(3M,)``.
 
     Vectorised on the images' device. ``levels="all"``: one triplet per image and selected
@@ -247,7 +267,9 @@ def make_batch(images: torch.Tensor, maps: torch.Tensor | None, generator: torch
     drawn per image, M = B. Output in blocks: M positives (label 0, rows ordered image-major,
     then level), then their M label-1 and M label-2 negatives (row ``m`` of each block comes
     from positive ``m``). ``spec``: :class:`ThreeWaySpec` (default: the paper's CutSwap);
-    cutpaste mode accepts ``maps=None`` (then M = B). ``return_masks=True`` also returns the
+    cutpaste mode accepts ``maps=None``: then, for the same budget as CutSwap, each image
+    gives ``triplets`` triplets under ``levels="all"`` (default: ``len(layers)`` if given, else
+    :data:`PAPER_LEVELS`) and one under ``"one"``. ``return_masks=True`` also returns the
     changed-pixel masks ``(3M, 1, H, W)``. Taught in ``notebooks/02_cutswap_generation.ipynb``.
     """
     spec = spec or ThreeWaySpec()
@@ -258,7 +280,8 @@ def make_batch(images: torch.Tensor, maps: torch.Tensor | None, generator: torch
     if maps is None:
         if spec.mode == "cutswap":
             raise ValueError("mode='cutswap' needs saliency maps (B, L, H, W)")
-        x = images  # (M, 3, H, W), M = B
+        n = 1 if levels == "one" else int(triplets or (len(layers) if layers is not None else PAPER_LEVELS))
+        x = images.repeat_interleave(n, 0)  # (M, 3, H, W), M = B n: CutSwap's samples per image
     else:
         _check_maps(maps, b, (h, w))
         chosen = _levels(maps, layers)

@@ -2,6 +2,7 @@
 
 * :mod:`.toy`            – the main job: PatchCore on every toy category, its table and figures
 * :mod:`.cutswap_tables` – the CutSwap paper's Tables I-VIII on one dataset (``cutswap-table``)
+* :mod:`.cutswap_encoders` – the encoders those tables compare: networks, training groups, run identity
 * :mod:`.cutswap_paper`  – the CutSwap paper's reported figures (Tables I-VIII)
 * :mod:`.semirest_tables` – the SemiREST paper's Tables 1-6 on one dataset (``semirest-table``)
 * :mod:`.semirest_paper` – the SemiREST paper's reported figures (Tables 1-6, annotation times)
@@ -13,10 +14,11 @@ Each run takes plain arguments, calls the method (:mod:`cutswap_lib.cutswap`,
 parsing lives in :mod:`cutswap_lib.__main__`, figures in :mod:`cutswap_lib.viz`.
 """
 
-from . import checks, cutswap_paper, cutswap_tables, results, semirest_paper, semirest_tables, toy
+from . import checks, cutswap_encoders, cutswap_paper, cutswap_tables, results, semirest_paper, semirest_tables, toy
 from .cutswap_paper import paper_row
-from .cutswap_tables import (RunSettings, ablation_variants, check_cutswap_run, cutswap_table, evaluate_patchcore,
-                             paper_layout, run_category, saliency_maps)
+from .cutswap_encoders import Job, NetworkChoice, choose_network, training_groups
+from .cutswap_tables import (RunSettings, ablation_variants, check_cutswap_run, cutswap_table, evaluate_category,
+                             evaluate_patchcore, paired_differences, paper_layout, plan_jobs, saliency_maps)
 from .results import format_results_table, merge_rows, settings_fingerprint, write_csv
 from .semirest_paper import paper_triple
 from .semirest_tables import (SemiRunSettings, boxes_from_file, check_box_files, check_semirest_run,
@@ -25,12 +27,13 @@ from .toy import (DEFAULT_BACKBONES, BackboneSpec, ensure_profile_toy, run_patch
                   summarize, summary_table, toy_gallery, toy_patchcore_table)
 
 __all__ = [
-    "BackboneSpec", "DEFAULT_BACKBONES", "RunSettings", "SemiRunSettings", "ablation_variants",
-    "boxes_from_file", "check_box_files", "check_cutswap_run", "check_semirest_run", "checks",
-    "cutswap_paper", "cutswap_table", "cutswap_tables", "ensure_profile_toy", "evaluate_patchcore",
-    "format_results_table", "labelled_split", "merge_rows", "paper_layout", "paper_row", "paper_triple",
-    "results", "run_category", "run_patchcore", "run_semirest_category", "saliency_maps",
-    "save_anomaly_figure", "semirest_layout", "semirest_paper", "semirest_table", "semirest_tables",
-    "settings_fingerprint", "summarize", "summary_table", "toy", "toy_gallery", "toy_patchcore_table",
-    "write_csv",
+    "BackboneSpec", "DEFAULT_BACKBONES", "Job", "NetworkChoice", "RunSettings", "SemiRunSettings",
+    "ablation_variants", "boxes_from_file", "check_box_files", "check_cutswap_run",
+    "check_semirest_run", "checks", "choose_network", "cutswap_encoders", "cutswap_paper",
+    "cutswap_table", "cutswap_tables", "ensure_profile_toy", "evaluate_category", "evaluate_patchcore",
+    "format_results_table", "labelled_split", "merge_rows", "paired_differences", "paper_layout",
+    "paper_row", "paper_triple", "plan_jobs", "results", "run_patchcore", "run_semirest_category",
+    "saliency_maps", "save_anomaly_figure", "semirest_layout", "semirest_paper", "semirest_table",
+    "semirest_tables", "settings_fingerprint", "summarize", "summary_table", "toy", "toy_gallery",
+    "toy_patchcore_table", "training_groups", "write_csv",
 ]

@@ -22,44 +22,68 @@ run and a Markdown table laid out like the paper's.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
 import torch
 
 from .. import metrics
-from ..backbones import (build_classifier, build_feature_extractor, choose_backbone,
-                        saliency_target_layers)
-from ..data import load_split
+from ..backbones import default_layers
+from ..cutswap.augment import SCAR_ANGLE, SCAR_LENGTH, SCAR_WIDTH, scar_bound  # scar sizes at 224 px
+from ..cutswap.selfsup import OVERLAP
+from ..cutswap.train import TrainConfig
+from ..data import AnomalyDataset, load_split
 from ..patchcore import PatchCore
-from ..cutswap.saliency import SaliencyCache
-from ..cutswap.augment import SCAR_ANGLE, SCAR_LENGTH, SCAR_WIDTH, scar_bound
-from ..cutswap.train import TrainConfig, encoder_for_patchcore, train_three_way
 from . import cutswap_paper
-from .checks import MIN_IMAGE_SIZE, check_fraction, check_positive, check_seeds, check_test_split
+from .checks import MIN_IMAGE_SIZE, check_fraction, check_positive, check_seeds, check_test_split, test_counts
+from .cutswap_encoders import (Job, NetworkChoice, choose_network, estimate_epoch_seconds, finetune_set,
+                               layercam_maps, tensor_fingerprint, training_groups)
 from .results import format_results_table, merge_rows, settings_fingerprint, write_csv, write_text
 
 METHODS = ("cutpaste", "resnet18", "cutswap")  # the paper's column order
 ABLATIONS = ("k", "cluster", "layers", "method")
 COLUMNS = ["dataset", "category", "method", "ablation", "coreset", "seed", "image_auroc",
-           "pixel_auroc", "aupro", "paper_image_auroc", "paper_pixel_auroc", "encoder",
+           "pixel_auroc", "aupro", "paper_image_auroc", "paper_pixel_auroc", "comparable", "encoder",
+           "saliency", "init", "train_per", "image_size", "train_size", "epochs", "data", "checkpoint",
            "train_s", "fit_s", "predict_s", "settings"]
+INITS = ("imagenet", "random")
+TRAIN_PER = ("dataset", "category")
 ROW_KEY = ("dataset", "category", "method", "ablation", "coreset", "seed", "settings")  # see results.merge_rows
 
 
 @dataclasses.dataclass
 class RunSettings:
-    """Sizes of a reproduction run; ``small()`` is the documented CPU profile for the toy data."""
+    """Sizes and choices of a reproduction run.
+
+    Which are the paper's (CutSwap Sec. IV-A, "(30, 5, 4, 512)", lr 0.03, 256 epochs, batch 32)
+    and which are the course's, where the paper is silent:
+
+    * paper: ``epochs=256``, ``batch_size=32``, ``lr=0.03``, five saliency levels
+      (``levels="all"``), K = 4 (in :class:`~cutswap_lib.cutswap.train.TrainConfig`), coreset
+      ratios 0.001 and 0.01, the ImageNet start (``init="imagenet"``), fine-tuning "performed
+      on each dataset" (``train_per="dataset"``: one encoder per dataset, all categories'
+      normal images pooled);
+    * course: ``image_size=224`` (not stated), ``patch_size=30`` read as 30 px at 224 px
+      (the "(30, 5, 4, 512)" tuple does not say px) and scaled with the training size, the
+      scar sizes (CutPaste's 2-16 x 10-25 px, also at 224 px and scaled), ``overlap``
+      (anchors that stay in the salient cluster), momentum / weight decay / schedule / head
+      (CutPaste's, in TrainConfig), ``seeds``.
+    """
 
     image_size: int = 224
     epochs: int = 256
     batch_size: int = 32
+    lr: float = 0.03
     levels: str = "all"
     coresets: tuple[float, ...] = (0.001, 0.01)
     seeds: tuple[int, ...] = (0,)
-    patch_size: int = 30
-    finetune_images: int | None = None  # fine-tune on the first n normal images (None: all)
+    patch_size: int = 30  # px at 224 px
+    finetune_images: int | None = None  # fine-tune on the first n normal images of each category (None: all)
     train_size: int | None = None  # fine-tuning resolution (None: image_size)
+    init: str = "imagenet"  # or "random": the encoder starts untrained ("resnet18" rows: untrained + PC)
+    train_per: str = "dataset"  # or "category"
+    overlap: str = "resample"  # or "push"
 
     @classmethod
     def small(cls) -> "RunSettings":
@@ -72,6 +96,25 @@ class RunSettings:
         """
         return cls(image_size=224, epochs=3, batch_size=10, levels="one", finetune_images=20,
                    train_size=128, seeds=(0, 1, 2))
+
+    @classmethod
+    def cpu(cls) -> "RunSettings":
+        """``--init random --cpu``: self-supervision from scratch, sized for a 2-core CPU (the course's sizes).
+
+        The encoder starts untrained, so the 3-way task is all it learns; the table then
+        shows what CutSwap's negatives teach against the untrained encoder and CutPaste's
+        under the same budget. PatchCore at 128 px, fine-tuning at 96 px on 40 images per
+        category (pooled over the dataset), one saliency level per step, coreset 0.1
+        (tiny toy banks), seeds 0-2. Measured on this 2-core machine: see the README.
+        """
+        return cls(image_size=128, epochs=12, batch_size=16, lr=0.03, levels="one", finetune_images=40,
+                   train_size=96, coresets=(0.1,), seeds=(0, 1, 2), init="random")
+
+    def scar_px(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """CutPaste's scar width 2-16 px and length 10-25 px, given at 224 px, at the fine-tuning size."""
+        scale = (self.train_size or self.image_size) / 224
+        return (tuple(max(1, round(v * scale)) for v in SCAR_WIDTH),
+                tuple(max(2, round(v * scale)) for v in SCAR_LENGTH))
 
     def patch_px(self) -> int:
         """The CutSwap patch at the fine-tuning resolution (``patch_size`` is given at 224 px)."""
@@ -99,10 +142,16 @@ class RunSettings:
         if 2 * self.patch_px() > train_size:  # CutSwap places two disjoint patches side by side
             raise ValueError(f"train_size {train_size} px is too small for two {self.patch_px()} px CutSwap "
                              f"patches side by side (needs at least {2 * self.patch_px()} px)")
-        scar = min(scar_bound(SCAR_WIDTH, SCAR_LENGTH, SCAR_ANGLE))  # the scar boxes, side by side too
+        scar = min(scar_bound(*self.scar_px(), SCAR_ANGLE))  # the scar boxes, side by side too
         if 2 * scar > train_size:
             raise ValueError(f"train_size {train_size} px is too small for two CutPaste-size scars (boxes of up "
                              f"to {scar} px) side by side (needs at least {2 * scar} px)")
+        for name, value, allowed in (("init", self.init, INITS), ("train_per", self.train_per, TRAIN_PER),
+                                     ("overlap", self.overlap, OVERLAP)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         return self
 
 
@@ -158,14 +207,14 @@ def _paper_ablation(ablation: str | None, variant: str, coreset: float):
 
 
 def saliency_maps(images: torch.Tensor, cache_dir: Path, batch_size: int = 16,
-                  progress: bool = True) -> tuple[torch.Tensor, str]:
-    """Multilevel LayerCAM maps ``(N, 5, H, W)`` of ``images`` ``(N, 3, H, W)``, cached on disk."""
-    name = choose_backbone("vgg16", verbose=progress)
-    model = build_classifier(name)
-    layers = saliency_target_layers(name, model)
-    cache = SaliencyCache(cache_dir)
-    maps = [cache(model, x, layers) for x in images.split(batch_size)]
-    return torch.cat(maps), name
+                  progress: bool = True, device=None) -> tuple[torch.Tensor, str]:
+    """Multilevel LayerCAM maps ``(N, 5, H, W)`` of ``images`` ``(N, 3, H, W)``, cached on disk; the network's name.
+
+    The saliency network is VGG16 where its ImageNet weights load, else EfficientNet-Lite0
+    (:func:`~cutswap_lib.runs.cutswap_encoders.choose_network`); it runs on ``device``.
+    """
+    network = choose_network("vgg16", "imagenet", verbose=progress)
+    return layercam_maps(images, cache_dir, network, batch_size, device=device), network.name
 
 
 def evaluate_patchcore(extractor, train, test, masks, labels, coreset: float, seed: int,
@@ -182,72 +231,100 @@ def evaluate_patchcore(extractor, train, test, masks, labels, coreset: float, se
             "fit_s": t1 - t0, "predict_s": t2 - t1}
 
 
-def run_category(dataset: str, root: Path, category: str, settings: RunSettings, *,
-                 workdir: Path, methods=METHODS, ablation: str | None = None,
-                 device=None, progress: bool = True) -> list[dict]:
-    """Every method (and ablation variant) x coreset x seed on one category -> result rows."""
-    size = settings.image_size
-    train, _, _, _ = load_split(root, category, "train", size)
-    test, masks, labels, _ = load_split(root, category, "test", size)
-    encoder = choose_backbone("resnet18", verbose=progress)
-    finetune = train[: settings.finetune_images or len(train)]  # (n, 3, S, S) for the 3-way task
-    train_size = settings.train_size or size
-    if train_size != size:
-        finetune = torch.nn.functional.interpolate(finetune, size=(train_size, train_size), mode="bilinear",
-                                                   align_corners=False, antialias=True).clamp(0, 1)
-    maps, _ = (saliency_maps(finetune, workdir / "saliency", progress=progress)
-               if "cutswap" in methods else (None, None))
-    patch = settings.patch_px()  # the paper's 30 px at 224 px, scaled to the fine-tuning size
-    rows = []
+def plan_jobs(group: str, categories, settings: RunSettings, methods, ablation: str | None,
+              encoder: NetworkChoice, saliency: NetworkChoice | None, levels: int) -> list[Job]:
+    """The encoders of one training group: every seed x method (x ablation variant for CutSwap).
+
+    ``levels``: the saliency network's number of levels; CutPaste draws that many triplets per
+    image and step under ``levels="all"`` (CutSwap's budget), or one under ``"one"``.
+    """
+    widths, lengths = settings.scar_px()
+    jobs = []
     for seed in settings.seeds:
         for method in methods:
             variants = ablation_variants(ablation) if method == "cutswap" else {"paper": {}}
             for variant, overrides in variants.items():
-                t0 = time.perf_counter()
-                if method == "resnet18":  # the pretrained encoder, untouched
-                    extractor = build_feature_extractor(encoder)
-                else:
-                    config = TrainConfig(backbone=encoder, mode=method, epochs=settings.epochs,
-                                         batch_size=settings.batch_size, levels=settings.levels,
-                                         patch_size=patch, seed=seed, **overrides)
-                    folder = workdir / "checkpoints" / category / f"{method}_{variant}_seed{seed}"
-                    model, _ = train_three_way(finetune, maps if method == "cutswap" else None, config,
-                                               checkpoint_dir=folder, device=device,
-                                               progress=progress)
-                    extractor = encoder_for_patchcore(model)
-                train_s = time.perf_counter() - t0
-                for coreset in settings.coresets:
-                    result = evaluate_patchcore(extractor, train, test, masks, labels, coreset, seed,
-                                                device)
-                    paper = (_paper_ablation(ablation, variant, coreset) if ablation and method == "cutswap"
-                             else cutswap_paper.paper_row(dataset, coreset, category, method))
-                    row = {"dataset": dataset, "category": category, "method": method,
-                           "ablation": variant, "coreset": coreset, "seed": seed, **result,
-                           "paper_image_auroc": paper[0] if paper else None,
-                           "paper_pixel_auroc": paper[1] if paper else None,
-                           "encoder": extractor.weights_loaded, "train_s": train_s}
-                    rows.append(row)
-                    # one line per result even with progress bars off: the log of a long run
-                    print(f"  {category} {method:8s} {variant:14s} coreset {coreset:<6} seed {seed}: "
-                          f"image {row['image_auroc']:.3f} pixel {row['pixel_auroc']:.3f}", flush=True)
+                config = None
+                if method != "resnet18":
+                    config = TrainConfig(backbone=encoder.name, weights=encoder.weights, mode=method,
+                                         epochs=settings.epochs, batch_size=settings.batch_size,
+                                         lr=settings.lr, levels=settings.levels, patch_size=settings.patch_px(),
+                                         scar_width=widths, scar_length=lengths, triplets=levels,
+                                         overlap=settings.overlap, seed=seed, **overrides)
+                jobs.append(Job(group, list(categories), method, variant, seed, encoder,
+                                saliency if method == "cutswap" else None, config))
+    return jobs
+
+
+def _comparable(job: Job) -> bool:
+    """True when this row ran the paper's networks (ImageNet ResNet18; VGG16 saliency for CutSwap)."""
+    same_encoder = job.encoder.name == "resnet18" and job.encoder.weights == "imagenet"
+    return same_encoder and (job.saliency is None or job.saliency.name == "vgg16")
+
+
+def evaluate_category(dataset: str, root: Path, category: str, settings: RunSettings, built, ablation,
+                      device=None) -> list[dict]:
+    """PatchCore with every built encoder on one category -> one row per encoder x coreset."""
+    size = settings.image_size
+    train, _, _, _ = load_split(root, category, "train", size)
+    test, masks, labels, _ = load_split(root, category, "test", size)
+    data = tensor_fingerprint(train, test)
+    rows = []
+    for job, extractor, train_s in built:
+        for coreset in settings.coresets:
+            result = evaluate_patchcore(extractor, train, test, masks, labels, coreset, job.seed, device)
+            paper = (_paper_ablation(ablation, job.variant, coreset) if ablation and job.method == "cutswap"
+                     else cutswap_paper.paper_row(dataset, coreset, category, job.method))
+            row = {"dataset": dataset, "category": category, "method": job.method, "ablation": job.variant,
+                   "coreset": coreset, "seed": job.seed, **result,
+                   "paper_image_auroc": paper[0] if paper else None,
+                   "paper_pixel_auroc": paper[1] if paper else None, "comparable": _comparable(job),
+                   "encoder": job.encoder.label + ("" if job.config is None else f" + {job.method} fine-tuning"),
+                   "saliency": job.saliency.label if job.saliency else "", "init": settings.init,
+                   "train_per": settings.train_per, "image_size": size,
+                   "train_size": settings.train_size or size, "epochs": job.config.epochs if job.config else 0,
+                   "data": data, "checkpoint": job.fingerprint or "", "train_s": train_s}
+            rows.append(row)
+            # one line per result even with progress bars off: the log of a long run
+            print(f"  {category} {job.method:8s} {job.variant:14s} coreset {coreset:<6} seed {job.seed}: "
+                  f"image {row['image_auroc']:.3f} pixel {row['pixel_auroc']:.3f}", flush=True)
     return rows
 
 
+# the paper's own margins of CutSwap + PC over ResNet18 + PC: Tables I-IV means, image AUROC
+# (columns CutPaste, ResNet18, CutSwap as (image, pixel) pairs)
+PAPER_MARGINS = {key: round(t["mean"][4] - t["mean"][2], 3) for key, t in cutswap_paper.TABLES.items()}
+
+
+def _mean_std(values) -> str:
+    x = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    return f"{x.mean():.3f}" + (f" ± {x.std():.3f}" if len(x) > 1 else "")
+
+
+def _names(rows) -> dict[str, str]:
+    untrained = any(r.get("init") == "random" for r in rows)
+    return {"cutpaste": "CutPaste+PC", "resnet18": "untrained+PC" if untrained else "pretrained+PC",
+            "cutswap": "CutSwap+PC"}
+
+
 def paper_layout(rows: list[dict]) -> str:
-    """Markdown laid out like the paper's Tables I-IV: one line per category and coreset.
+    """Markdown laid out like the paper's Tables I-IV: one line per category and coreset; paired differences.
 
     Cells are means (± standard deviation with several seeds); the paper's figure follows in
-    brackets where it has one.
+    brackets where it has one, marked † where this run's networks are not the paper's (the
+    figure is then not comparable). With several seeds a second table gives the paired
+    (same seed) difference CutSwap - baseline in image AUROC; with one seed a warning says
+    that differences below the paper's own margins are not resolved.
     """
     cells: dict[tuple, list] = {}
     for r in rows:
         cells.setdefault((r["category"], r["coreset"], r["method"], r["ablation"]), []).append(r)
     variants = sorted({(r["method"], r["ablation"]) for r in rows},
                       key=lambda mv: (METHODS.index(mv[0]) if mv[0] in METHODS else 9, mv[1]))
+    names = _names(rows)
     header = ["category", "coreset"]
     for method, variant in variants:
-        name = {"cutpaste": "CutPaste+PC", "resnet18": "pretrained+PC", "cutswap": "CutSwap+PC"}[method]
-        name += "" if variant == "paper" else f" {variant}"
+        name = names[method] + ("" if variant == "paper" else f" {variant}")
         header += [f"{name} image", f"{name} pixel"]
     table = []
     for category, coreset in dict.fromkeys((r["category"], r["coreset"]) for r in rows):
@@ -259,44 +336,118 @@ def paper_layout(rows: list[dict]) -> str:
                 if not group:
                     line[name] = ""
                     continue
-                values = torch.tensor([float(g[key]) for g in group])
-                spread = f" ± {values.std():.3f}" if len(values) > 1 else ""
                 paper = group[0][paper_key]
-                line[name] = f"{values.mean():.3f}{spread}" + (f" ({paper:.3f})" if paper is not None else "")
+                mark = "" if all(g.get("comparable") in (True, "True") for g in group) else "†"
+                line[name] = _mean_std(g[key] for g in group) + (f" ({paper:.3f}{mark})" if paper is not None else "")
         table.append(line)
-    seeds = len({r["seed"] for r in rows})
-    note = (f"\nMean{' ± std' if seeds > 1 else ''} over {seeds} seed(s); the paper's figure in brackets where "
-            "it reports this cell. "
-            "'pretrained' is the encoder before fine-tuning (the paper's ResNet18 + PC).")
-    return format_results_table(table, header) + "\n" + note
+    seeds = sorted({r["seed"] for r in rows})
+    encoders = sorted({r.get("encoder", "") for r in rows} - {""})
+    saliency = sorted({r.get("saliency", "") for r in rows} - {""})
+    note = (f"\nMean{' ± std' if len(seeds) > 1 else ''} over {len(seeds)} seed(s); the paper's figure in brackets "
+            "where it reports this cell († : this run's networks differ from the paper's ImageNet ResNet18 / "
+            f"VGG16, so the figure is not comparable). Encoders: {'; '.join(encoders) or 'n/a'}. "
+            f"Saliency: {'; '.join(saliency) or 'n/a'}.")
+    return format_results_table(table, header) + "\n" + note + "\n\n" + paired_differences(rows)
+
+
+def paired_differences(rows: list[dict]) -> str:
+    """Markdown: CutSwap - baseline in image AUROC, paired by seed (mean ± std over seeds), per category and coreset."""
+    by = {(r["category"], r["coreset"], r["method"], r["ablation"], r["seed"]): float(r["image_auroc"])
+          for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    names = _names(rows)
+    baselines = [m for m in ("resnet18", "cutpaste") if any(r["method"] == m for r in rows)]
+    if not any(r["method"] == "cutswap" for r in rows) or not baselines:
+        return ""
+    if len(seeds) < 2:
+        margins = ", ".join(f"{d} coreset {c}: {m:+.3f}" for (d, c), m in PAPER_MARGINS.items())
+        return ("Warning: one seed. The paper's own margins of CutSwap + PC over ResNet18 + PC are small "
+                f"({margins}); a single seed cannot resolve differences of that size.")
+    table = []
+    for category, coreset in dict.fromkeys((r["category"], r["coreset"]) for r in rows):
+        line = {"category": category, "coreset": coreset}
+        for variant in sorted({r["ablation"] for r in rows if r["method"] == "cutswap"}):
+            for base in baselines:
+                diffs = [by[(category, coreset, "cutswap", variant, s)] - by[(category, coreset, base, "paper", s)]
+                         for s in seeds if (category, coreset, "cutswap", variant, s) in by
+                         and (category, coreset, base, "paper", s) in by]
+                name = f"CutSwap{'' if variant == 'paper' else ' ' + variant} - {names[base][:-3]}"
+                line[name] = _mean_std(diffs) if diffs else ""
+        table.append(line)
+    return (f"Paired differences in image AUROC (same seed; mean ± std over seeds {', '.join(map(str, seeds))}):\n\n"
+            + format_results_table(table))
 
 
 def cutswap_table(dataset: str, root: Path, categories, settings: RunSettings, *, results: Path,
                   methods=METHODS, ablation: str | None = None, device=None,
-                  progress: bool = True) -> list[dict]:
-    """Run :func:`run_category` over ``categories``; merge into the CSV, write the paper-style Markdown.
+                  progress: bool = True, dry_run: bool = False) -> list[dict]:
+    """Train every encoder of the table, evaluate PatchCore on each category; merge into the CSV, write the Markdown.
 
-    Rows are merged into ``results/<stem>.csv`` after each category (:func:`merge_rows`: other
-    categories, seeds and settings already there are kept). The Markdown is made from every
-    row in the CSV with this run's settings (``settings`` column), so it covers earlier
-    categories run with the same settings too, never rows made with other settings.
-    Returns this run's rows.
+    Encoders are fine-tuned once per training group (:func:`training_groups`: the whole
+    dataset, or each category) and kept in checkpoint folders named by their fingerprint
+    (:class:`~cutswap_lib.runs.cutswap_encoders.Job`). Rows are merged into
+    ``results/<stem>.csv`` after each category (:func:`merge_rows`: other categories, seeds
+    and settings already there are kept); the Markdown is made from every row in the CSV
+    with this run's settings (``settings`` column). ``dry_run``: print the plan as JSON lines
+    (one per category x method x variant x seed) and return them, training and writing
+    nothing. Returns this run's rows.
     """
     check_cutswap_run(root, categories, settings, methods, ablation)  # before training, not after it
     stem = f"cutswap_{dataset}" + (f"_ablation_{ablation}" if ablation else "")
     workdir = results / "work" / dataset
+    encoder = choose_network("resnet18", settings.init, verbose=progress and not dry_run)
+    saliency = choose_network("vgg16", "imagenet", verbose=progress and not dry_run) if "cutswap" in methods else None
+    levels = len(default_layers(saliency.name if saliency else "vgg16", "saliency"))
     fingerprint = settings_fingerprint(settings)
-    rows, merged = [], []
-    for category in categories:
-        new = run_category(dataset, root, category, settings, workdir=workdir, methods=methods,
-                           ablation=ablation, device=device, progress=progress)
-        new = [{**r, "settings": fingerprint} for r in new]
-        rows += new
-        merged = merge_rows(results / f"{stem}.csv", new, ROW_KEY)
-        write_csv(merged, results / f"{stem}.csv", COLUMNS)  # after each category: nothing lost
+    rows, merged, plan = [], [], []
+    for group, members in training_groups(dataset, categories, settings.train_per):
+        images = finetune_set(root, members, settings)  # (N, 3, t, t)
+        jobs = plan_jobs(group, members, settings, methods, ablation, encoder, saliency, levels)
+        for job in jobs:
+            job.identify(images, workdir)
+        if dry_run:
+            plan += _plan_lines(root, jobs, images, settings, levels, device)
+            continue
+        maps = None
+        if any(job.method == "cutswap" and not job.finished for job in jobs):
+            maps = layercam_maps(images, workdir / "saliency", saliency, device=device)  # (N, L, t, t)
+        built = [(job, *job.build(images, maps, device=device, progress=progress)) for job in jobs]
+        for category in members:
+            new = evaluate_category(dataset, root, category, settings, built, ablation, device)
+            new = [{**r, "settings": fingerprint} for r in new]
+            rows += new
+            merged = merge_rows(results / f"{stem}.csv", new, ROW_KEY)
+            write_csv(merged, results / f"{stem}.csv", COLUMNS)  # after each category: nothing lost
+    if dry_run:
+        for line in plan:
+            print(json.dumps(line), flush=True)
+        return plan
     same = [r for r in merged if r.get("settings") == fingerprint]
     other = len(merged) - len(same)
     note = (f"\n{other} row(s) of {stem}.csv were made with other settings and are not in this table."
             if other else "")
     write_text(results / f"{stem}.md", paper_layout(same) + note + "\n")
     return rows
+
+
+def _plan_lines(root: Path, jobs: list[Job], images, settings: RunSettings, levels: int, device) -> list[dict]:
+    """The ``--dry-run`` lines of one group: one per category x job, with image counts and time estimates."""
+    per_image = levels if settings.levels == "all" else 1
+    train_size = settings.train_size or settings.image_size
+    config = next((job.config for job in jobs if job.config is not None), None)
+    epoch_s = (estimate_epoch_seconds(config, len(images), train_size, per_image, device)
+               if config is not None else None)
+    lines = []
+    for category in jobs[0].categories if jobs else []:
+        normal, anomalous = test_counts(root, category)
+        n_train = len(AnomalyDataset(root, category, "train", image_size=None).samples)
+        for job in jobs:
+            lines.append({"category": category, "method": job.method, "variant": job.variant, "seed": job.seed,
+                          "encoder": job.encoder.label, "saliency": job.saliency.label if job.saliency else None,
+                          "checkpoint": str(job.folder) if job.folder else None,
+                          "reuse": job.finished if job.config else None,
+                          "n_train": n_train, "n_test_normal": normal, "n_test_anomalous": anomalous,
+                          "finetune_images": len(images), "train_group": job.group,
+                          "settings": dataclasses.asdict(settings),
+                          **({k: v for k, v in job.plan(epoch_s).items() if k.startswith("estimated")})})
+    return lines

@@ -1,0 +1,141 @@
+"""CutSwap tables you can trust: equal budgets, anchors that stay salient, run identity, records, dry runs."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cutswap_lib.__main__ import main
+from cutswap_lib.cutswap import (ThreeWaySpec, TrainConfig, make_batch, salient_cluster_mask,
+                                 sample_placeable_pairs, train_three_way)
+from cutswap_lib.data import make_toy_dataset
+from cutswap_lib.runs import cutswap_paper
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- equal budgets
+@pytest.mark.parametrize("levels", ["all", "one"])
+@pytest.mark.parametrize("layers", [None, [0, 3]])
+def test_every_mode_trains_on_the_same_samples_per_step(levels, layers):
+    images = torch.rand(4, 3, 64, 64, generator=gen(0))
+    maps = torch.rand(4, 5, 64, 64, generator=gen(1))
+    swap, _ = make_batch(images, maps, gen(2), ThreeWaySpec(patch_size=12), layers=layers, levels=levels)
+    triplets = len(layers) if layers else 5
+    paste, _ = make_batch(images, None, gen(2), ThreeWaySpec(mode="cutpaste"), layers=layers, levels=levels,
+                          triplets=triplets)
+    assert swap.shape == paste.shape
+    assert swap.shape[0] == 3 * 4 * (triplets if levels == "all" else 1)
+
+
+# --------------------------------------------------------------------------- anchors
+@pytest.mark.parametrize("tries", [16, 1])
+def test_placeable_pairs_stay_in_the_cluster_and_never_move(tries):
+    maps = torch.rand(64, 48, 48, generator=gen(3)) ** 3  # (M, H, W) salient clusters of many sizes
+    anchors, fallback = sample_placeable_pairs(maps, 10, generator=gen(4), tries=tries)
+    cluster = salient_cluster_mask(maps)
+    assert not bool(fallback.any())
+    for m in range(len(maps)):
+        (r0, c0), (r1, c1) = anchors[m].tolist()
+        assert cluster[m, r0, c0] and cluster[m, r1, c1]
+        assert max(r0, r1) + 10 <= 48 and max(c0, c1) + 10 <= 48  # inside the image
+        assert abs(r0 - r1) >= 10 or abs(c0 - c1) >= 10  # disjoint patches
+
+
+def test_a_cluster_with_no_placeable_pair_falls_back():
+    maps = torch.zeros(1, 32, 32)
+    maps[0, 30:, 30:] = 1.0  # the only salient pixels sit in the corner: no 8 px patch fits there
+    anchors, fallback = sample_placeable_pairs(maps, 8, generator=gen(0))
+    assert bool(fallback.all())
+    assert bool((anchors >= 30).all())  # the first draw, still from the cluster (pushed later)
+
+
+# --------------------------------------------------------------------------- training learns
+def test_three_way_training_lowers_the_loss_and_beats_chance_on_held_out_negatives(tmp_path):
+    from cutswap_lib.data import load_split
+
+    make_toy_dataset(tmp_path, "board", n_train=24, n_test_good=2, n_test_defect=1, image_size=64, seed=0)
+    images = load_split(tmp_path, "board", "train", 64)[0]
+    fit, held = images[:-4], images[-4:]  # held-out images: their negatives were never seen
+    scar = {"width": (2, 6), "length": (8, 16)}
+    config = TrainConfig(backbone="resnet18", weights=None, mode="cutpaste", epochs=8, batch_size=8, lr=0.03,
+                         scar_width=scar["width"], scar_length=scar["length"], triplets=2, seed=0,
+                         checkpoint_every=0)
+    model, history = train_three_way(fit, None, config, device="cpu", progress=False)
+    assert history[-1]["loss"] < history[0]["loss"] - 0.2
+    x, y = make_batch(held, None, gen(99), ThreeWaySpec(mode="cutpaste", scar=scar), triplets=8)
+    with torch.no_grad():
+        accuracy = float((model(x).argmax(1) == y).float().mean())  # eval mode, as PatchCore uses it
+    assert accuracy > 0.5  # chance is 1/3 over three balanced classes (measured: 0.63)
+
+
+# --------------------------------------------------------------------------- the paper's numbers
+@pytest.mark.parametrize("key", sorted(cutswap_paper.TABLES))
+def test_paper_tables_average_to_their_average_rows(key):
+    table = cutswap_paper.TABLES[key]
+    values = np.array([v for c, v in table.items() if c != "mean"])
+    assert np.abs(values.mean(0) - np.array(table["mean"])).max() < 0.0015  # the paper rounds to 3 decimals
+
+
+# --------------------------------------------------------------------------- runs
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    for seed, name in ((0, "first"), (1, "second")):
+        make_toy_dataset(tmp / f"gen{seed}", "disc", n_train=6, n_test_good=2, n_test_defect=1, image_size=64,
+                         seed=seed)
+        shutil.copytree(tmp / f"gen{seed}" / "disc", tmp / name / "bottle")
+    return tmp
+
+
+def run(root, results, *extra):
+    return main(["cutswap-table", "--dataset", "mvtec", "--data-root", str(root), "--categories", "bottle",
+                 "--small", "--epochs", "1", "--image-size", "64", "--train-size", "64", "--seeds", "0",
+                 "--coresets", "0.5", "--results", str(results), "--device", "cpu", "--no-progress", *extra])
+
+
+def test_dry_run_plans_every_row_and_trains_nothing(tiny, tmp_path, capsys):
+    assert run(tiny / "first", tmp_path, "--dry-run") == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert {(x["method"], x["variant"], x["seed"]) for x in lines} == {
+        ("cutpaste", "paper", 0), ("resnet18", "paper", 0), ("cutswap", "paper", 0)}
+    for line in lines:
+        assert {"category", "method", "variant", "seed", "encoder", "saliency", "checkpoint", "reuse"} <= set(line)
+        assert line["category"] == "bottle" and line["n_train"] == 6
+    assert not (tmp_path / "work").exists() and not list(tmp_path.glob("*.csv"))
+
+
+def test_rows_name_the_networks_and_other_data_trains_anew(tiny, tmp_path, capsys):
+    assert run(tiny / "first", tmp_path) == 0
+    rows = list(csv.DictReader((tmp_path / "cutswap_mvtec.csv").open()))
+    for r in rows:
+        assert r["encoder"].startswith(("resnet18 / imagenet", "efficientnet_lite0 / imagenet (fallback for "
+                                                                "resnet18)"))
+        assert (r["saliency"] != "") == (r["method"] == "cutswap") and r["data"] and r["image_size"] == "64"
+    folders = sorted(p.name for p in (tmp_path / "work" / "mvtec" / "checkpoints" / "mvtec-all").iterdir())
+    assert len(folders) == 2  # cutpaste and cutswap, each named by its fingerprint
+    capsys.readouterr()
+    # the dry run of the same command now says both checkpoints are reused ...
+    assert run(tiny / "first", tmp_path, "--dry-run") == 0
+    plan = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert all(x["reuse"] for x in plan if x["method"] != "resnet18")
+    # ... and a run on other images in the same results folder trains into new folders
+    assert run(tiny / "second", tmp_path) == 0
+    after = sorted(p.name for p in (tmp_path / "work" / "mvtec" / "checkpoints" / "mvtec-all").iterdir())
+    assert len(after) == 4 and set(folders) < set(after)
+
+
+def test_resuming_a_folder_made_from_other_data_is_refused(tmp_path):
+    images = torch.rand(4, 3, 48, 48, generator=gen(0))
+    config = TrainConfig(backbone="resnet18", weights=None, mode="cutpaste", epochs=2, batch_size=4,
+                         patch_size=8, scar_width=(1, 3), scar_length=(4, 6), triplets=1)
+    train_three_way(images[:, :, :, :], None, TrainConfig(**{**config.__dict__, "epochs": 1}),
+                    checkpoint_dir=tmp_path, device="cpu", progress=False, fingerprint="aaaa")
+    with pytest.raises(ValueError, match="another configuration|other data"):
+        train_three_way(images, None, TrainConfig(**{**config.__dict__, "epochs": 1}), checkpoint_dir=tmp_path,
+                        device="cpu", progress=False, fingerprint="bbbb")
