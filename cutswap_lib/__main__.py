@@ -121,8 +121,8 @@ def _parser() -> argparse.ArgumentParser:
                                help="CPU profile: 3 epochs on 20 images fine-tuned at 128 px, one saliency level "
                                     "per image and step, seeds 0 1 2 (PatchCore at 224 px on every image)")
     profile_group.add_argument("--cpu", action="store_true",
-                               help="CPU profile for --init random: 12 epochs on 40 images per category "
-                                    "fine-tuned at 96 px, PatchCore at 128 px, coreset 0.1, seeds 0 1 2")
+                               help="CPU profile for --init random: one encoder per category, 20 epochs on 40 "
+                                    "images fine-tuned at 64 px, PatchCore at 128 px, coreset 0.1, seeds 0 1 2")
     p.add_argument("--init", choices=["imagenet", "random"], default=None,
                    help="the encoder's start: imagenet (the paper; default) or random (untrained: "
                         "'resnet18' rows are then the untrained encoder; the default with --cpu)")
