@@ -52,7 +52,7 @@ def test_cutswap_table_on_a_tiny_mvtec_folder(tiny_mvtec, tmp_path, capsys):
     cutswap = next(r for r in rows if r["method"] == "cutswap" and float(r["coreset"]) == 0.001)
     assert (float(cutswap["paper_image_auroc"]), float(cutswap["paper_pixel_auroc"])) == (1.000, 0.975)
     table = (tmp_path / "cutswap_mvtec.md").read_text()
-    assert "CutSwap+PC image" in table and "(1.000)" in table
+    assert "CutSwap+PC image" in table and ("(1.000)" in table or "(1.000†)" in table)  # † : other networks
     # checkpoints were written, so a second run resumes instead of training again
     assert list((tmp_path / "work" / "mvtec" / "checkpoints" / "mvtec-all").glob("*/epoch_0000.pt"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..data import AnomalyDataset, DatasetError
 
-__all__ = ["check_fraction", "check_positive", "check_seeds", "check_test_split", "test_counts"]
+__all__ = ["check_fraction", "check_names", "check_positive", "check_seeds", "check_test_split", "test_counts"]
 
 MIN_IMAGE_SIZE = 32  # a course choice: below it the backbones' stride-8 / 16 maps have under 4 x 4 cells
 
@@ -35,6 +35,18 @@ def check_fraction(name: str, value) -> float:
     if not 0.0 < x <= 1.0:
         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
     return x
+
+
+def check_names(kind: str, names, allowed) -> list[str]:
+    """``names`` as a non-empty list of members of ``allowed``, else ValueError naming ``kind``."""
+    names = list(names or ())
+    if not names:
+        raise ValueError(f"{kind} must name at least one of " + ", ".join(map(str, allowed)))
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {kind[:-1] if kind.endswith('s') else kind} {unknown[0]!r}; "
+                         f"choose from {tuple(allowed)}")
+    return names
 
 
 def check_seeds(seeds) -> tuple[int, ...]:

@@ -36,10 +36,12 @@ from ..cutswap.train import TrainConfig
 from ..data import AnomalyDataset, load_split
 from ..patchcore import PatchCore
 from . import cutswap_paper
-from .checks import MIN_IMAGE_SIZE, check_fraction, check_positive, check_seeds, check_test_split, test_counts
+from .checks import (MIN_IMAGE_SIZE, check_fraction, check_names, check_positive, check_seeds, check_test_split,
+                     test_counts)
 from .cutswap_encoders import (Job, NetworkChoice, choose_network, estimate_epoch_seconds, finetune_set,
                                layercam_maps, tensor_fingerprint, training_groups)
-from .results import format_results_table, merge_rows, settings_fingerprint, write_csv, write_text
+from .results import (format_results_table, merge_rows, rows_with_settings, settings_fingerprint, write_csv,
+                      write_text)
 
 METHODS = ("cutpaste", "resnet18", "cutswap")  # the paper's column order
 ABLATIONS = ("k", "cluster", "layers", "method")
@@ -163,11 +165,7 @@ def check_cutswap_run(root: Path, categories, settings: RunSettings, methods=MET
                       ablation: str | None = None) -> None:
     """Every check a ``cutswap-table`` run can make before training (ValueError / DatasetError)."""
     settings.validate()
-    if not methods:
-        raise ValueError("methods must name at least one of " + ", ".join(METHODS))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; choose from {METHODS}")
+    check_names("methods", methods, METHODS)
     if ablation is not None:
         ablation_variants(ablation)  # unknown names raise
         if "cutswap" not in methods:
@@ -426,10 +424,7 @@ def cutswap_table(dataset: str, root: Path, categories, settings: RunSettings, *
         for line in plan:
             print(json.dumps(line), flush=True)
         return plan
-    same = [r for r in merged if r.get("settings") == fingerprint]
-    other = len(merged) - len(same)
-    note = (f"\n{other} row(s) of {stem}.csv were made with other settings and are not in this table."
-            if other else "")
+    same, note = rows_with_settings(merged, fingerprint, f"{stem}.csv")
     write_text(results / f"{stem}.md", paper_layout(same) + note + "\n")
     return rows
 

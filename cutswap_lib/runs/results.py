@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..files import atomic_write, atomic_write_text
 
-__all__ = ["format_results_table", "merge_rows", "read_csv_rows", "settings_fingerprint", "write_csv",
-           "write_text"]
+__all__ = ["format_results_table", "merge_rows", "read_csv_rows", "rows_with_settings", "settings_fingerprint",
+           "write_csv", "write_text"]
 
 
 def write_csv(rows: list[dict], path: Path, columns: list[str]) -> Path:
@@ -88,6 +88,14 @@ def merge_rows(path: Path, rows: list[dict], key: tuple[str, ...]) -> list[dict]
     new_keys = {tuple(str(r.get(k)) for k in key) for r in rows}
     old = [r for r in read_csv_rows(path, rows[0]) if tuple(str(r.get(k)) for k in key) not in new_keys]
     return old + list(rows)
+
+
+def rows_with_settings(rows: list[dict], fingerprint: str, source: str) -> tuple[list[dict], str]:
+    """The rows made with ``fingerprint`` and a note counting the others (``source``: the CSV's name)."""
+    same = [r for r in rows if r.get("settings") == fingerprint]
+    other = len(rows) - len(same)
+    note = f"\n{other} row(s) of {source} were made with other settings and are not in this table." if other else ""
+    return same, note
 
 
 def _cell(value, floatfmt: str) -> str:

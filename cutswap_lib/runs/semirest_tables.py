@@ -39,8 +39,9 @@ from ..semirest.model import SemiREST, SemiRESTConfig
 from ..semirest.residuals import ResidualMemory
 from ..semirest.semi import finetune_with_boxes
 from . import semirest_paper
-from .checks import MIN_IMAGE_SIZE, check_fraction, check_positive, check_seeds, check_test_split
-from .results import format_results_table, merge_rows, settings_fingerprint, write_csv, write_text
+from .checks import MIN_IMAGE_SIZE, check_fraction, check_names, check_positive, check_seeds, check_test_split
+from .results import (format_results_table, merge_rows, rows_with_settings, settings_fingerprint, write_csv,
+                      write_text)
 
 SETTINGS = ("unsupervised", "supervised", "semi")
 COLUMNS = ["dataset", "category", "setting", "method", "variant", "seed", "ap", "pro", "pixel_auroc",
@@ -99,11 +100,7 @@ class SemiRunSettings:
 def check_semirest_run(root: Path, categories, settings: SemiRunSettings, setting_names=SETTINGS) -> None:
     """Every check a ``semirest-table`` run can make before training (ValueError / DatasetError / FileNotFoundError)."""
     settings.validate()
-    if not setting_names:
-        raise ValueError("settings must name at least one of " + ", ".join(SETTINGS))
-    unknown = [s for s in setting_names if s not in SETTINGS]
-    if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r}; choose from {SETTINGS}")
+    check_names("settings", setting_names, SETTINGS)
     if not categories:
         raise ValueError("categories must name at least one category")
     labelled = any(s != "unsupervised" for s in setting_names)
@@ -379,9 +376,6 @@ def semirest_table(dataset: str, root: Path, categories, settings: SemiRunSettin
         rows += new
         merged = merge_rows(results / f"{stem}.csv", new, ROW_KEY)
         write_csv(merged, results / f"{stem}.csv", COLUMNS)  # after each category: nothing lost
-    same = [r for r in merged if r.get("settings") == fingerprint]
-    other = len(merged) - len(same)
-    note = (f"\n{other} row(s) of {stem}.csv were made with other settings and are not in this table."
-            if other else "")
+    same, note = rows_with_settings(merged, fingerprint, f"{stem}.csv")
     write_text(results / f"{stem}.md", semirest_layout(same) + note + "\n")
     return rows
