@@ -31,3 +31,33 @@ Method code imports neither :mod:`~cutswap_lib.runs` nor :mod:`~cutswap_lib.viz`
 """
 
 __version__ = "0.1.0"
+
+SOURCE = "https://github.com/cutswap-course/cutswap-notebooks@main"
+"""Where users get the course: the repository's address and the ref they get, as ``<address>@<ref>``.
+
+Every notebook's "Open in Colab" badge opens the notebook at this ref and every setup cell installs
+``git+<SOURCE>``, so the notebook a user reads and the library it imports are the same commit.
+The ref is the branch ``main``: the repository has no release tag, and a commit hash cannot name
+the commit that records it. At a release, tag it and put the tag here. ``colab/sync_notebooks.py``
+writes the badges and setup cells from this constant; ``tests/test_colab_setup.py`` fails on any
+notebook (or ``notebooks/README.md``) that names another address or ref.
+"""
+
+
+def source_address(source: str = SOURCE) -> str:
+    """The repository address of ``source`` (``<address>@<ref>``)."""
+    return source.rpartition("@")[0]
+
+
+def source_ref(source: str = SOURCE) -> str:
+    """The ref (branch or tag) of ``source`` (``<address>@<ref>``)."""
+    return source.rpartition("@")[2]
+
+
+def colab_url(notebook: str, source: str = SOURCE) -> str:
+    """Colab's address of ``notebook`` (a path in the repository, e.g. ``notebooks/00_data_tour.ipynb``) at the ref."""
+    github = "https://github.com/"
+    address = source_address(source)
+    if not address.startswith(github):
+        raise ValueError(f"Colab opens notebooks from GitHub only, not from {address!r}")
+    return f"https://colab.research.google.com/github/{address[len(github):]}/blob/{source_ref(source)}/{notebook}"

@@ -6,6 +6,15 @@
 * ``default`` – what a person at the keyboard gets on a laptop CPU.
 * ``paper``   – what a GPU user runs to reproduce the tables (paper sizes).
 
+It also says where files go, for the same reason (one place to look):
+
+* ``CUTSWAP_HOME``       – the folder that holds ``data/`` (datasets, toy data, box files) and
+  ``results/`` (tables, figures, caches, checkpoints). Unset: the checkout (or, for an installed
+  package, the current folder), as before. On Colab the setup cell can point it at a mounted
+  Google Drive folder, so that downloads and checkpoints survive a runtime reset.
+* ``CUTSWAP_<KEY>_URL``  – another download address for dataset ``<key>`` (e.g. ``CUTSWAP_MVTEC_URL``),
+  for when a host rotates its share links; the recorded checksum still applies.
+
 This is the only place in the library that reads an environment variable;
 notebooks call :func:`get_profile` in their configuration cell.
 """
@@ -17,6 +26,7 @@ import os
 from pathlib import Path
 
 PROFILE_ENV = "CUTSWAP_PROFILE"
+HOME_ENV = "CUTSWAP_HOME"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +65,21 @@ def get_profile(name: str | None = None) -> Profile:
         ) from None
 
 
+def home() -> Path:
+    """The folder that holds ``data/`` and ``results/``: ``$CUTSWAP_HOME`` when set, else the checkout
+    when run from a clone (its ``data/README.md`` marks it), else the current folder."""
+    chosen = os.environ.get(HOME_ENV, "").strip()
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "data" / "README.md").exists():
+        return checkout
+    return Path.cwd()
+
+
 def data_root() -> Path:
-    """Where datasets live: the checkout's ``data/`` folder when run from a clone, else ``./data``."""
-    checkout_data = Path(__file__).resolve().parents[1] / "data"
-    if (checkout_data / "README.md").exists():
-        return checkout_data
-    return Path.cwd() / "data"
+    """Where datasets live: ``<home>/data`` (the checkout's ``data/`` unless ``$CUTSWAP_HOME`` says otherwise)."""
+    return home() / "data"
 
 
 def toy_root(profile: Profile) -> Path:
@@ -69,5 +88,15 @@ def toy_root(profile: Profile) -> Path:
 
 
 def results_root() -> Path:
-    """Where runs write tables and figures: ``results/`` beside ``data/``."""
-    return data_root().parent / "results"
+    """Where runs write tables, figures, caches and checkpoints: ``results/`` beside ``data/``."""
+    return home() / "results"
+
+
+def url_env(key: str) -> str:
+    """The environment variable that overrides dataset ``key``'s download address (``CUTSWAP_MVTEC_URL``)."""
+    return f"CUTSWAP_{key.upper()}_URL"
+
+
+def dataset_url(key: str) -> str | None:
+    """The download address set in ``$CUTSWAP_<KEY>_URL`` for dataset ``key``, or None when unset."""
+    return os.environ.get(url_env(key), "").strip() or None

@@ -18,12 +18,14 @@ import http.client
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..config import dataset_url, url_env
 from .errors import ChecksumError, DatasetError, DownloadError
 from .extract import safe_extract
 from .prepare import prepare_btad, prepare_ksdd2, prepare_visa
@@ -79,8 +81,27 @@ def _fetch(url: str, dest: Path, *, size_hint: int | None, timeout: float) -> No
     os.replace(part, dest)
 
 
-def _offline_message(record: DatasetRecord, key: str, archive: Path, root: Path, err: BaseException) -> str:
-    return (f"cannot fetch {record.name} from {record.url} from this machine ({type(err).__name__}: {err}). "
+def _source_url(key: str, record: DatasetRecord, url: str | None) -> str:
+    """The address to fetch: ``url`` if given, else ``$CUTSWAP_<KEY>_URL``, else the record's.
+
+    Hosts rotate share links (MVTec AD's recorded one answers 404 since November 2025) while the
+    archive and its checksum stay the same, so a new address needs no new release. It must be
+    http(s) or file, and is checked before any work, even when the dataset is already there.
+    """
+    chosen, origin = (url, "the url argument") if url else (dataset_url(key), f"${url_env(key)}")
+    if not chosen:
+        return record.url
+    if urllib.parse.urlsplit(chosen).scheme not in ("https", "http", "file"):
+        raise ValueError(f"{record.name}: the download address from {origin} must start with https://, "
+                         f"http:// or file://, got {chosen!r}")
+    return chosen
+
+
+def _offline_message(record: DatasetRecord, key: str, url: str, archive: Path, root: Path,
+                     err: BaseException) -> str:
+    return (f"cannot fetch {record.name} from {url} from this machine ({type(err).__name__}: {err}). "
+            f"If the host has moved the file, pass the new address as download_dataset({key!r}, ..., url=...) "
+            f"or set ${url_env(key)} (the recorded checksum still verifies it). "
             f"Offline (CI, a sandbox)? Use the generated toy dataset instead: "
             f"cutswap_lib.data.make_toy_dataset({str(root)!r}, 'disc') (categories fabric, disc, board). "
             f"Or fetch {record.archive} elsewhere and place it at {archive}, then call "
@@ -104,26 +125,30 @@ def _prepare(key: str, raw: Path, out: Path) -> None:
         prepare_ksdd2(raw, out)
 
 
-def download_dataset(name: str, root, *, force: bool = False, timeout: float = 30.0) -> Path:
+def download_dataset(name: str, root, *, force: bool = False, timeout: float = 30.0,
+                     url: str | None = None) -> Path:
     """Download, verify, extract and prepare dataset ``name`` (a key of ``DATASETS``) under ``root``.
 
     Returns ``root/<folder>``, an MVTec-layout folder for :class:`AnomalyDataset`. Does
     nothing when that folder is already marked ready, unless ``force`` (which also
-    re-downloads the archive). Network failures raise :class:`DownloadError` (with what
-    to do offline), checksum mismatches :class:`ChecksumError`.
+    re-downloads the archive). ``url`` (or ``$CUTSWAP_<NAME>_URL``) replaces the recorded
+    address when the host has moved the file; the recorded checksum still applies.
+    Network failures raise :class:`DownloadError` (with what to do offline), checksum
+    mismatches :class:`ChecksumError`.
     """
     key = name.lower()
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     record, root = DATASETS[key], Path(root)
+    source = _source_url(key, record, url)
     out, archive = root / record.folder, root / "archives" / record.archive
     if (out / READY_MARKER).is_file() and not force:
         return out
     if force or not archive.is_file():
         try:
-            _fetch(record.url, archive, size_hint=record.size_bytes, timeout=timeout)
+            _fetch(source, archive, size_hint=record.size_bytes, timeout=timeout)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
-            raise DownloadError(_offline_message(record, key, archive, root, err)) from err
+            raise DownloadError(_offline_message(record, key, source, archive, root, err)) from err
     digest = verify_checksum(archive, record.checksum, record.checksum_algo)
     raw = root / record.unpacks_to
     safe_extract(archive, raw)

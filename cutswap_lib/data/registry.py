@@ -1,7 +1,9 @@
 """The registry of real datasets: one download record each (URL, checksum, size, licence, folders).
 
-``data/README.md`` is the human view of the same table. Each URL and checksum cites
-where it was read; nothing here was downloaded from this (offline) machine.
+``data/README.md`` is the human view of the same table. Each URL, checksum and size cites
+where it was read; nothing here was downloaded from this (offline) machine. When a host
+moves a file, ``download_dataset(..., url=...)`` or ``$CUTSWAP_<KEY>_URL`` (read in
+:mod:`cutswap_lib.config`) fetches it from the new address, checked against the same checksum.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ class DatasetRecord:
     """Where a dataset comes from and where it lands under a data root.
 
     ``checksum`` is a hex digest of the archive in ``checksum_algo`` ("sha256" or "md5"),
-    or None where none is published (then the verifier warns). ``unpacks_to`` is the
-    folder (under the data root) the archive is extracted into; ``folder`` is the
-    MVTec-layout folder ``AnomalyDataset`` reads (the same folder for MVTec AD).
+    or None where none is published (then the verifier warns). ``size_bytes`` is the archive's
+    size where a source records it (None, and the notes say so, where none does); it sizes the
+    progress bar. ``unpacks_to`` is the folder (under the data root) the archive is extracted
+    into; ``folder`` is the MVTec-layout folder ``AnomalyDataset`` reads (the same folder for
+    MVTec AD).
     """
 
     name: str
@@ -47,11 +51,16 @@ DATASETS: dict[str, DatasetRecord] = {
     "mvtec": DatasetRecord(
         name="MVTec AD",
         # URL and sha256: anomalib, src/anomalib/data/datamodules/image/mvtec.py (DOWNLOAD_INFO).
+        # This share link has answered 404 since November 2025 (the host rotates its links; the archive's
+        # sha256 is unchanged). No current link could be confirmed from the offline development machine, so
+        # the recorded one stays: use download_dataset("mvtec", root, url=...) or $CUTSWAP_MVTEC_URL.
+        # (anomalib's later datamodules/image/mvtecad.py records another share link with the same sha256,
+        # quoted in data/README.md; it could not be checked from here either.)
         url="https://www.mydrive.ch/shares/38536/3830184030e49fe74747669442f0f282/"
             "download/420938113-1629952094/mvtec_anomaly_detection.tar.xz",
         checksum="cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d",
         checksum_algo="sha256",
-        size_bytes=None,  # not published (MVTec quotes about 4.9 GB)
+        size_bytes=5_264_982_680,  # public dataset manifests (MVTec quotes about 4.9 GB); not re-checked here
         licence="CC BY-NC-SA 4.0",
         archive="mvtec_anomaly_detection.tar.xz",
         unpacks_to="mvtec",
@@ -59,8 +68,10 @@ DATASETS: dict[str, DatasetRecord] = {
         categories=MVTEC_CATEGORIES,
         notes="Already in MVTec layout: the archive holds the 15 category folders at its top level. "
               "MVTec asks users to accept the licence on https://www.mvtec.com/company/research/datasets/mvtec-ad; "
-              "the share link may change.",
-        sources=("openvinotoolkit/anomalib src/anomalib/data/datamodules/image/mvtec.py",),
+              "the share link changes (this one answers 404 since November 2025): pass the link MVTec's "
+              "download page gives as url=... or $CUTSWAP_MVTEC_URL.",
+        sources=("openvinotoolkit/anomalib src/anomalib/data/datamodules/image/mvtec.py",
+                 "public dataset manifests recording 5264982680 bytes for mvtec_anomaly_detection.tar.xz"),
     ),
     "visa": DatasetRecord(
         name="VisA",
@@ -68,7 +79,7 @@ DATASETS: dict[str, DatasetRecord] = {
         url="https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220922.tar",
         checksum="2eb8690c803ab37de0324772964100169ec8ba1fa3f7e94291c9ca673f40f362",
         checksum_algo="sha256",
-        size_bytes=None,  # not published
+        size_bytes=1_929_840_640,  # public dataset manifests; not re-checked here
         # amazon-science/spot-diff README: "The data is released under the CC BY 4.0 license."
         # (anomalib's visa.py docstring says CC BY-NC-SA 4.0; the publisher's README is followed here.)
         licence="CC BY 4.0",
@@ -79,7 +90,8 @@ DATASETS: dict[str, DatasetRecord] = {
         notes="Converted to MVTec layout with the publisher's 1-class split split_csv/1cls.csv "
               "(prepare_visa): <object>/train/good, test/good, test/bad, ground_truth/bad/<stem>_mask.png.",
         sources=("openvinotoolkit/anomalib src/anomalib/data/datamodules/image/visa.py",
-                 "amazon-science/spot-diff README.md"),
+                 "amazon-science/spot-diff README.md",
+                 "public dataset manifests recording 1929840640 bytes for VisA_20220922.tar"),
     ),
     "btad": DatasetRecord(
         name="BTAD (beanTech Anomaly Detection)",
@@ -94,7 +106,8 @@ DATASETS: dict[str, DatasetRecord] = {
         folder="btad",
         categories=("01", "02", "03"),
         notes="The zip holds BTech_Dataset_transformed/{01,02,03}/{train/ok,test/ok,test/ko,ground_truth/ko}; "
-              "prepare_btad renames ok -> good and masks <stem>.png|bmp -> <stem>_mask.png (0/255).",
+              "prepare_btad renames ok -> good and masks <stem>.png|bmp -> <stem>_mask.png (0/255). "
+              "Archive size not published.",
         sources=("openvinotoolkit/anomalib src/anomalib/data/datamodules/image/btech.py",
                  "openvinotoolkit/anomalib src/anomalib/data/datasets/image/btech.py"),
     ),
