@@ -249,12 +249,12 @@ def pretrained_available(check_network: bool = True) -> dict[str, bool]:
     return out
 
 
-def choose_backbone(preferred: str = "resnet18", verbose: bool = True) -> str:
-    """``preferred`` where its ImageNet weights load, else ``"efficientnet_lite0"``.
+def choose_pretrained(preferred: str = "resnet18", verbose: bool = True) -> tuple[str, bool]:
+    """(network, whether its ImageNet weights load): ``preferred`` where they do, else ``"efficientnet_lite0"``.
 
     Prints one line saying which and why when ``verbose``, e.g. ``backbone:
     efficientnet_lite0 (ImageNet weights of resnet18 not available offline; Lite0 ships
-    with the package)``. If neither has weights, ``preferred`` is returned (random init).
+    with the package)``. If neither has weights, ``(preferred, False)``: random init.
     """
     if preferred not in BACKBONES:
         raise ValueError(f"unknown backbone {preferred!r}; choose one of {BACKBONES}")
@@ -263,11 +263,16 @@ def choose_backbone(preferred: str = "resnet18", verbose: bool = True) -> str:
     if not ok and preferred != LITE0:
         lite_ok, lite_why = _availability(LITE0)
         if lite_ok:
-            choice, why = LITE0, f"{why}; {lite_why}"
+            choice, why, ok = LITE0, f"{why}; {lite_why}", True
         else:
             why = f"{why}, and {lite_why}: random init"
     elif not ok:
         why = f"{why}: random init"
     if verbose:
         print(f"backbone: {choice} ({why})")
-    return choice
+    return choice, ok
+
+
+def choose_backbone(preferred: str = "resnet18", verbose: bool = True) -> str:
+    """The network of :func:`choose_pretrained`: ``preferred`` where its ImageNet weights load, else Lite0."""
+    return choose_pretrained(preferred, verbose)[0]

@@ -139,3 +139,16 @@ def test_resuming_a_folder_made_from_other_data_is_refused(tmp_path):
     with pytest.raises(ValueError, match="another configuration|other data"):
         train_three_way(images, None, TrainConfig(**{**config.__dict__, "epochs": 1}), checkpoint_dir=tmp_path,
                         device="cpu", progress=False, fingerprint="bbbb")
+
+
+def test_the_encoder_is_pretrained_whenever_its_weights_can_be_downloaded(monkeypatch):
+    """A first run on Colab: ResNet18's weights are not cached yet but downloadable -> ImageNet, not random."""
+    from cutswap_lib import weights as W
+    from cutswap_lib.runs import choose_network
+
+    monkeypatch.setattr(W, "_availability", lambda name, check_network=True: (name == "resnet18", "probe"))
+    assert choose_network("resnet18") == choose_network("resnet18", "imagenet")
+    assert choose_network("resnet18").weights == "imagenet" and choose_network("resnet18").name == "resnet18"
+    assert choose_network("resnet18", "random").weights is None
+    monkeypatch.setattr(W, "_availability", lambda name, check_network=True: (False, "offline"))
+    assert choose_network("resnet18").weights is None  # neither ResNet18 nor Lite0: random init, said so

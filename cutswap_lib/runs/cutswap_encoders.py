@@ -32,7 +32,7 @@ from ..backbones import build_classifier, saliency_target_layers
 from ..cutswap.saliency import SaliencyCache
 from ..cutswap.train import ThreeWayNet, TrainConfig, encoder_for_patchcore, train_three_way
 from ..data import load_split
-from ..weights import LITE0, choose_backbone, pretrained_available
+from ..weights import choose_pretrained
 
 __all__ = ["Job", "NetworkChoice", "choose_network", "finetune_set", "layercam_maps", "tensor_fingerprint",
            "training_groups"]
@@ -56,9 +56,8 @@ def choose_network(preferred: str, init: str = "imagenet", verbose: bool = False
     """The paper's network where its ImageNet weights load, else Lite0; ``init="random"``: the paper's network untrained."""
     if init == "random":
         return NetworkChoice(preferred, None, preferred)
-    name = choose_backbone(preferred, verbose=verbose)
-    weights = "imagenet" if name == LITE0 or pretrained_available(check_network=False).get(name) else None
-    return NetworkChoice(name, weights, preferred)
+    name, pretrained = choose_pretrained(preferred, verbose=verbose)
+    return NetworkChoice(name, "imagenet" if pretrained else None, preferred)
 
 
 def tensor_fingerprint(*parts) -> str:
