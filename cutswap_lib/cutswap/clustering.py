@@ -274,13 +274,23 @@ def sample_anchor_pairs(maps: torch.Tensor, k: int = 4, generator: torch.Generat
     m = _flatten(maps, layers)[0].shape[0]
     u = _draw(None, generator, m, maps.device)  # (M, 3): cluster, first anchor, offset of second
     x, mask, size, lead, (h, w) = _select(maps, k, cluster, method, top_n, layers, max_iter, u[:, 0])
-    first = (u[:, 1] * size).long().clamp(max=size - 1)  # uniform in [0, size)
-    step = 1 + (u[:, 2] * (size - 1)).long().clamp(max=size - 2)  # uniform in [1, size)
-    rank = torch.stack([first, (first + step) % size], 1)  # (M, 2) distinct ranks in the set
-    running = mask.cumsum(1, dtype=torch.int32)  # (M, N) how many chosen pixels up to here
-    pixel = torch.searchsorted(running, (rank + 1).to(torch.int32))  # (M, 2) flat indices
-    anchors = torch.stack([pixel // w, pixel % w], -1)  # (M, 2, 2) (row, col)
+    anchors = _draw_pairs(mask, size[:, None], u[:, 1:2], u[:, 2:3], w)[:, 0]  # (M, 2, 2) (row, col)
     return anchors.view(*lead, 2, 2)
+
+
+def _draw_pairs(mask: torch.Tensor, count: torch.Tensor, u_first: torch.Tensor, u_offset: torch.Tensor,
+                w: int) -> torch.Tensor:
+    """T pairs of distinct chosen pixels per map: mask ``(M, N)``, counts ``(M, 1)``, uniforms ``(M, T)`` -> ``(M, T, 2, 2)``.
+
+    The first pixel is uniform among the ``count`` chosen ones, the second uniform among the
+    others (a uniform offset of 1 to count - 1 ranks); (row, col) on a map ``w`` wide.
+    """
+    first = (u_first * count).long().clamp(max=count - 1)  # (M, T) uniform in [0, count)
+    step = 1 + (u_offset * (count - 1)).long().clamp(max=count - 2)  # (M, T) uniform in [1, count)
+    rank = torch.stack([first, (first + step) % count], -1)  # (M, T, 2) distinct ranks in the set
+    running = mask.cumsum(1, dtype=torch.int32)  # (M, N) how many chosen pixels up to here
+    pixel = torch.searchsorted(running, (rank.flatten(1) + 1).to(torch.int32)).view_as(rank)  # flat indices
+    return torch.stack([pixel // w, pixel % w], -1)  # (M, T, 2, 2)
 
 
 def sample_placeable_pairs(maps: torch.Tensor, size, k: int = 4, generator: torch.Generator | None = None, *,
@@ -310,18 +320,13 @@ def sample_placeable_pairs(maps: torch.Tensor, size, k: int = 4, generator: torc
     u = torch.rand(m, 3 + 2 * int(tries), generator=generator, dtype=torch.float64,
                    device=gen_device).to(maps.device)  # cluster, (first, offset) per try, 2 for the direct draw
     _, mask, count, _, _ = _select(maps, k, cluster, method, top_n, None, max_iter, u[:, 0])
-    count = count[:, None]  # (M, 1)
-    first = (u[:, 1:-2:2] * count).long().clamp(max=count - 1)  # (M, T) uniform in [0, count)
-    step = 1 + (u[:, 2:-2:2] * (count - 1)).long().clamp(max=count - 2)  # (M, T) in [1, count)
-    rank = torch.stack([first, (first + step) % count], -1)  # (M, T, 2) distinct ranks
-    running = mask.cumsum(1, dtype=torch.int32)  # (M, N)
-    pixel = torch.searchsorted(running, (rank.flatten(1) + 1).to(torch.int32)).view_as(rank)
-    rows, cols = pixel // w, pixel % w  # (M, T, 2)
+    pairs = _draw_pairs(mask, count[:, None], u[:, 1:-2:2], u[:, 2:-2:2], w)  # (M, T, 2, 2)
+    rows, cols = pairs[..., 0], pairs[..., 1]  # (M, T, 2)
     inside = ((rows + h_p <= h) & (cols + w_p <= w)).all(-1)  # (M, T) both patches in the image
     apart = ((rows[..., 0] - rows[..., 1]).abs() >= h_p) | ((cols[..., 0] - cols[..., 1]).abs() >= w_p)
     good = inside & apart  # (M, T)
     pick = torch.where(good.any(1), good.float().argmax(1), torch.zeros_like(good[:, 0], dtype=torch.long))
-    anchors = torch.stack([rows, cols], -1)[torch.arange(m, device=maps.device), pick]  # (M, 2, 2)
+    anchors = pairs[torch.arange(m, device=maps.device), pick]  # (M, 2, 2)
     direct, feasible = _direct_pairs(mask, (h, w), (h_p, w_p), u[:, -2:])
     use = ~good.any(1) & feasible  # tries failed, but a fitting pair exists
     anchors = torch.where(use[:, None, None], direct, anchors)
