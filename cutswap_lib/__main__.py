@@ -211,9 +211,7 @@ def _cutswap_table(args, profile) -> int:
         settings.coresets = tuple(_unique("--coresets", args.coresets))
     settings.seeds = tuple(_unique("--seeds", args.seeds)) if args.seeds is not None else settings.seeds
     methods = _unique("--methods", args.methods)
-    settings.validate()
-    if args.ablation and "cutswap" not in methods:
-        raise UsageError(f"--ablation {args.ablation} varies CutSwap's training; add cutswap to --methods")
+    cutswap_tables.check_cutswap_options(settings, methods, args.ablation)  # before any toy data is made
     found = _dataset_root(args, profile)
     if found is None:
         return 2

@@ -161,16 +161,21 @@ class RunSettings:
         return self
 
 
-def check_cutswap_run(root: Path, categories, settings: RunSettings, methods=METHODS,
-                      ablation: str | None = None) -> None:
-    """Every check a ``cutswap-table`` run can make before training (ValueError / DatasetError)."""
+def check_cutswap_options(settings: RunSettings, methods=METHODS, ablation: str | None = None) -> None:
+    """The checks of :func:`check_cutswap_run` that need no data: settings, methods, ablation (ValueError)."""
     settings.validate()
     check_names("methods", methods, METHODS)
     if ablation is not None:
         ablation_variants(ablation)  # unknown names raise
         if "cutswap" not in methods:
-            raise ValueError(f"the {ablation!r} ablation varies CutSwap's training; add cutswap to methods "
-                             f"(got {list(methods)})")
+            raise ValueError(f"the {ablation!r} ablation (--ablation {ablation}) varies CutSwap's training; add "
+                             f"cutswap to --methods (got {' '.join(methods)})")
+
+
+def check_cutswap_run(root: Path, categories, settings: RunSettings, methods=METHODS,
+                      ablation: str | None = None) -> None:
+    """Every check a ``cutswap-table`` run can make before training (ValueError / DatasetError)."""
+    check_cutswap_options(settings, methods, ablation)
     if not categories:
         raise ValueError("categories must name at least one category")
     for category in categories:
@@ -440,13 +445,8 @@ def _plan_lines(root: Path, jobs: list[Job], images, settings: RunSettings, leve
     for category in jobs[0].categories if jobs else []:
         normal, anomalous = test_counts(root, category)
         n_train = len(AnomalyDataset(root, category, "train", image_size=None).samples)
-        for job in jobs:
-            lines.append({"category": category, "method": job.method, "variant": job.variant, "seed": job.seed,
-                          "encoder": job.encoder.label, "saliency": job.saliency.label if job.saliency else None,
-                          "checkpoint": str(job.folder) if job.folder else None,
-                          "reuse": job.finished if job.config else None,
-                          "n_train": n_train, "n_test_normal": normal, "n_test_anomalous": anomalous,
-                          "finetune_images": len(images), "train_group": job.group,
-                          "settings": dataclasses.asdict(settings),
-                          **({k: v for k, v in job.plan(epoch_s).items() if k.startswith("estimated")})})
+        for job in jobs:  # the job's own plan (method, variant, seed, networks, checkpoint, reuse, estimates)
+            lines.append({"category": category, **job.plan(epoch_s), "n_train": n_train,
+                          "n_test_normal": normal, "n_test_anomalous": anomalous,
+                          "finetune_images": len(images), "settings": dataclasses.asdict(settings)})
     return lines
