@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +52,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..files import atomic_write
 
 GRADCAM_EPS = 1e-7  # grad-cam's scale_cam_image: (m - min) / (max + 1e-7)
 
@@ -262,14 +262,8 @@ class SaliencyCache:
             return None
 
     def _store(self, path: Path, maps: torch.Tensor, target: int) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({"maps": maps.detach().cpu().clone(), "target": int(target)}, tmp)
-            os.replace(tmp, path)  # atomic: readers see a whole file or none
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_write(path, "wb") as fh:  # readers see a whole file or none
+            torch.save({"maps": maps.detach().cpu().clone(), "target": int(target)}, fh)
 
     def __call__(self, model: nn.Module, images: torch.Tensor, layers: Sequence[nn.Module],
                  target=None, *, paths=None) -> torch.Tensor:

@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from . import toy_draw
+from ..files import atomic_write_text
 from .errors import DatasetError
 from .toy_scenes import SCENES
 
@@ -221,13 +222,6 @@ def _remove_empty_folders(target: Path, folders: list[str]) -> None:
             folder.rmdir()
 
 
-def _write_json_atomic(data: dict, path: Path, scratch: Path) -> None:
-    """Write ``data`` to ``path`` via a file in ``scratch`` (same file system): never half-written."""
-    tmp = scratch / f".{path.name}.partial"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _swap_in(tmp: Path, target: Path, category: str) -> None:
     """Move the fresh generation in ``tmp`` over the toy folder ``target``, touching only generator files.
 
@@ -247,7 +241,7 @@ def _swap_in(tmp: Path, target: Path, category: str) -> None:
     defects = list(dict.fromkeys([*old_defects, *TOY_DEFECTS[category]]))
     marker = {"generator": "cutswap_lib.data.toy", "category": category, "state": _INCOMPLETE,
               "defect_types": defects}
-    _write_json_atomic(marker, target / META_NAME, tmp)
+    atomic_write_text(target / META_NAME, json.dumps(marker, indent=2, sort_keys=True) + "\n")
     new_files = sorted(rel for rel in (p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
                        if rel != META_NAME)
     for rel in new_files:
