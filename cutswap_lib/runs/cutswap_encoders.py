@@ -20,8 +20,6 @@ CutSwap negatives. Each fine-tuning is one :class:`Job`:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -33,9 +31,9 @@ from ..cutswap.saliency import SaliencyCache
 from ..cutswap.train import ThreeWayNet, TrainConfig, encoder_for_patchcore, train_three_way
 from ..data import load_split
 from ..weights import choose_pretrained
+from .results import fingerprint
 
-__all__ = ["Job", "NetworkChoice", "choose_network", "finetune_set", "layercam_maps", "tensor_fingerprint",
-           "training_groups"]
+__all__ = ["Job", "NetworkChoice", "choose_network", "finetune_set", "layercam_maps", "training_groups"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,19 +56,6 @@ def choose_network(preferred: str, init: str = "imagenet", verbose: bool = False
         return NetworkChoice(preferred, None, preferred)
     name, pretrained = choose_pretrained(preferred, verbose=verbose)
     return NetworkChoice(name, "imagenet" if pretrained else None, preferred)
-
-
-def tensor_fingerprint(*parts) -> str:
-    """16 hex digits of SHA-1 over tensors (their bytes, shape, dtype) and JSON-able values."""
-    h = hashlib.sha1()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            t = part.detach().cpu().contiguous()
-            h.update(f"{tuple(t.shape)} {t.dtype}".encode())
-            h.update(t.numpy().tobytes())
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
 
 
 def training_groups(dataset: str, categories, train_per: str) -> list[tuple[str, list[str]]]:
@@ -149,7 +134,7 @@ class Job:
         if self.config is None:
             return
         saliency = self.saliency.label if self.saliency else None
-        self.fingerprint = tensor_fingerprint(images, saliency, dataclasses.asdict(self.config))
+        self.fingerprint = fingerprint(images, saliency, dataclasses.asdict(self.config))
         self.folder = (workdir / "checkpoints" / self.group /
                        f"{self.method}_{self.variant}_seed{self.seed}_{self.fingerprint}")
 

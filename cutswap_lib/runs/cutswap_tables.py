@@ -39,9 +39,9 @@ from . import cutswap_paper
 from .checks import (MIN_IMAGE_SIZE, check_fraction, check_names, check_positive, check_seeds, check_test_split,
                      test_counts)
 from .cutswap_encoders import (Job, NetworkChoice, choose_network, estimate_epoch_seconds, finetune_set,
-                               layercam_maps, tensor_fingerprint, training_groups)
-from .results import (format_results_table, merge_rows, rows_with_settings, settings_fingerprint, write_csv,
-                      write_text)
+                               layercam_maps, training_groups)
+from .results import (fingerprint, format_results_table, merge_rows, rows_with_settings, settings_fingerprint,
+                      write_csv, write_text)
 
 METHODS = ("cutpaste", "resnet18", "cutswap")  # the paper's column order
 ABLATIONS = ("k", "cluster", "layers", "method")
@@ -275,7 +275,7 @@ def evaluate_category(dataset: str, root: Path, category: str, settings: RunSett
     size = settings.image_size
     train, _, _, _ = load_split(root, category, "train", size)
     test, masks, labels, _ = load_split(root, category, "test", size)
-    data = tensor_fingerprint(train, test)
+    data = fingerprint(train, test)
     rows = []
     for job, extractor, train_s in built:
         for coreset in settings.coresets:

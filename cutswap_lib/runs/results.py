@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..files import atomic_write, atomic_write_text
 
-__all__ = ["format_results_table", "merge_rows", "read_csv_rows", "rows_with_settings", "settings_fingerprint",
+__all__ = ["fingerprint", "format_results_table", "merge_rows", "read_csv_rows", "rows_with_settings", "settings_fingerprint",
            "write_csv", "write_text"]
 
 
@@ -40,6 +40,19 @@ def write_text(path: Path, text: str) -> Path:
     return atomic_write_text(path, text)
 
 
+def fingerprint(*parts) -> str:
+    """16 hex digits of SHA-1 over tensors (their bytes, shape, dtype) and JSON-able values, in order."""
+    h = hashlib.sha1()
+    for part in parts:
+        if hasattr(part, "detach"):  # a torch.Tensor (this module does not import torch)
+            t = part.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)} {t.dtype}".encode())
+            h.update(t.numpy().tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
 def settings_fingerprint(settings, exclude=("seeds", "coresets")) -> str:
     """12 hex digits of SHA-1 over a dataclass's fields (nested dataclasses included), as JSON.
 
@@ -47,9 +60,7 @@ def settings_fingerprint(settings, exclude=("seeds", "coresets")) -> str:
     over seed 3 share a fingerprint, so one table can hold all four seeds).
     """
     fields = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
-    fields = {k: v for k, v in fields.items() if k not in exclude}
-    text = json.dumps(fields, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    return fingerprint({k: v for k, v in fields.items() if k not in exclude})[:12]
 
 
 def _typed(value: str, like):
