@@ -158,7 +158,7 @@ def test_finetune_with_boxes_on_toy_disc(toy_root):
     model.fit(train, foreground=load_foregrounds(paths, 64))
     bad = (labels == 1).nonzero()[:2, 0]
     pixel = torch.stack([box_pixel_labels(boxes_from_mask(masks[i]), (64, 64)) for i in bad.tolist()])
-    history = finetune_with_boxes(model, test[bad], pixel, MixMatchConfig(iterations=3, b1=1, b2=1, b3=1),
+    history = finetune_with_boxes(model, test[bad], pixel, MixMatchConfig(iterations=3, ramp_steps=1, b1=1, b2=1, b3=1),
                                   progress=False)
     assert len(history) == 3 and all(h["loss"] == h["loss"] for h in history)
     assert set(model.pools["box"].labels.unique().tolist()) <= {0, UNKNOWN}

@@ -4,9 +4,11 @@ For one dataset (MVTec-layout folder: the toy data, MVTec AD, BTAD, KSDD2) and i
 categories, each run
 
 1. loads the normal training images and the test set at ``image_size``; in the
-   supervised and semi-supervised settings draws ``n_labelled`` anomalous test images
-   (seeded, spread over the defect types) and removes them from the test set, as the
-   paper does (Sec. 4.1, "10 anomalous images"): the supervised model trains on them with
+   supervised and semi-supervised settings draws ``n_labelled`` anomalous images (seeded,
+   spread over the defect types) from the split the dataset's protocol names
+   (:mod:`.semirest_protocols`: the test set for MVTec AD and BTAD, removed from it as the
+   paper does, Sec. 4.1; KSDD2's ``train_defect/``, the test set kept whole, Sec. 4.6), and
+   applies that protocol's hyper-parameters per setting: the supervised model trains on them with
    block labels (Eq. 14), the semi-supervised one with boxes drawn tightly around each
    region of their masks (Eq. 15, :func:`.boxes.boxes_from_mask`). With
    ``box_file`` (``--boxes boxes.json``) the labelled images and their boxes come from
@@ -15,7 +17,14 @@ categories, each run
 3. trains :class:`~.model.SemiREST` (unsupervised and supervised from scratch; semi:
    the unsupervised model fine-tuned with :func:`.semi.finetune_with_boxes`), or one
    Table 6 variant, and records pixel AP, PRO (AUPRO to FPR 0.3), pixel AUROC and image
-   AUROC beside the paper's figure where the paper has one (MVTec AD, BTAD, KSDD2).
+   AUROC beside the paper's figure where the paper has one (MVTec AD, BTAD, KSDD2). Maps
+   are compared with the masks at the masks' own size (``eval_size="native"``: the token
+   map is upsampled "to the same size as the ground-truth" and then blurred; PatchCore's
+   map the same way), or at the square input size (``"square"``, the course's earlier way).
+
+Table 6 rows change one component each (:func:`variant_differences` lists what): the rows
+without bagging evaluate the same trained model with windows side by side; the row
+without MixMatch drops the boxes' unknown tokens from the fine-tune altogether.
 
 The command line is ``python -m cutswap_lib semirest-table ...`` (see ``--help``); results
 go to a CSV per run and a Markdown table with the paper's numbers alongside.
@@ -31,25 +40,29 @@ from pathlib import Path
 import torch
 
 from .. import metrics
-from ..data import AnomalyDataset, load_foregrounds, load_split
+from ..data import AnomalyDataset, DatasetError, load_foregrounds, load_split
 from ..patchcore import PatchCore
 from ..semirest.boxes import box_key, box_pixel_labels, boxes_from_mask, load_boxes
 from ..semirest.mixmatch import MixMatchConfig
-from ..semirest.model import SemiREST, SemiRESTConfig
+from ..semirest.model import SemiREST, SemiRESTConfig, upsample_and_smooth
 from ..semirest.residuals import ResidualMemory
-from ..semirest.semi import finetune_with_boxes
+from ..semirest.semi import finetune_with_boxes, semi_copy
 from . import semirest_paper
 from .checks import MIN_IMAGE_SIZE, check_fraction, check_names, check_positive, check_seeds, check_test_split
 from .results import (format_results_table, merge_rows, rows_with_settings, settings_fingerprint, write_csv,
                       write_text)
+from .semirest_protocols import SETTINGS, protocol
 
-SETTINGS = ("unsupervised", "supervised", "semi")
+EVAL_SIZES = ("native", "square")
+POSITION_SPACINGS = {"paper": 8.0, "mae": 4.0}  # freq_exponent of Eq. (3): as printed, or MAE's (authors' code)
 COLUMNS = ["dataset", "category", "setting", "method", "variant", "seed", "ap", "pro", "pixel_auroc",
-           "image_auroc", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "n_test", "boxes",
-           "backbone", "train_s", "predict_s", "settings"]
+           "image_auroc", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "labelled_from", "n_test",
+           "boxes", "eval_size", "backbone", "train_s", "predict_s", "settings"]
 ROW_KEY = ("dataset", "category", "setting", "method", "variant", "seed", "settings")  # see results.merge_rows
 
-# Table 6's rows for the unsupervised and supervised settings: name -> (residual, lambda_pe, bagging, knn)
+# Table 6's rows for the unsupervised and supervised settings: name -> (residual, lambda_pe, bagging, knn).
+# bagging only changes inference (windows every ``step`` tokens, or side by side): rows that differ
+# in it alone share one trained model.
 ABLATION_VARIANTS = {
     "square": ("square", 0.0, False, False),
     "abs": ("abs", 0.0, False, False),
@@ -58,57 +71,150 @@ ABLATION_VARIANTS = {
     "square+PCF+bagging+kNN": ("square", None, True, True),
     "abs+PCF+bagging+kNN": ("abs", None, True, True),
 }
-# Table 6's semi-supervised rows 5-7 (on the full unsupervised model): MixMatchConfig overrides
+# Table 6's semi-supervised rows: name -> (the unsupervised row it fine-tunes, MixMatchConfig overrides)
 SEMI_VARIANTS = {
-    "square+PCF+bagging+kNN": {"lambda_u": 0.0, "dropout": 0.0},  # unknown blocks unused
-    "square+PCF+bagging+kNN+MixMatch": {"dropout": 0.0},
-    "square+PCF+bagging+kNN+MixMatch+dropout": {},
+    "square+PCF+bagging+kNN": ("square+PCF+bagging+kNN", {"unknown_tokens": False, "dropout": 0.0}),
+    "square+PCF+bagging+kNN+MixMatch": ("square+PCF+bagging+kNN", {"dropout": 0.0}),
+    "square+PCF+bagging+kNN+MixMatch+dropout": ("square+PCF+bagging+kNN", {}),
+    "abs+PCF+bagging+kNN+MixMatch+dropout": ("abs+PCF+bagging+kNN", {}),
 }
 
 
 @dataclasses.dataclass
 class SemiRunSettings:
-    """Sizes of a reproduction run; ``small()`` is the documented CPU profile for the toy data."""
+    """Sizes of a reproduction run; ``small()`` is the documented CPU profile for the toy data.
+
+    The hyper-parameters of each setting come from the dataset's protocol
+    (:func:`.semirest_protocols.protocol`); ``coreset_ratio`` (None: the protocol's) and
+    ``overrides`` (setting -> :class:`SemiRESTConfig` / :class:`MixMatchConfig` fields)
+    replace them where a run asks for it, and the dry run prints the values that apply.
+    """
 
     image_size: int = 512
-    coreset_ratio: float = 0.1
+    coreset_ratio: float | None = None
     lambda_pe: float = 0.1
+    position_spacing: str = "paper"  # "paper": Eq. (3) as printed; "mae": the authors' code (MAE's spacing)
     n_labelled: int = 10
     seeds: tuple[int, ...] = (0,)
     box_file: str | None = None  # e.g. "boxes.json" in each category folder; None: boxes from masks
+    eval_size: str = "native"  # "native": maps at each mask's own size (the paper); "square": at image_size
     config: SemiRESTConfig = dataclasses.field(default_factory=SemiRESTConfig)
     mixmatch: MixMatchConfig = dataclasses.field(default_factory=MixMatchConfig)
+    overrides: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def small(cls) -> "SemiRunSettings":
-        """Toy data on a 2-core CPU: 224 px (28 x 28 tokens), :meth:`SemiRESTConfig.cpu`."""
-        return cls(image_size=224, config=SemiRESTConfig.cpu())
+        """Toy data on a 2-core CPU: 224 px (28 x 28 tokens), :meth:`SemiRESTConfig.cpu`.
+
+        Course choices for the CPU: lr 3e-4 in the unsupervised and supervised settings (the
+        paper's 1e-4 is for 2,000 iterations of the wide Swin), a 400-step fine-tune with the
+        lambda_u ramp over its first 200 steps.
+        """
+        return cls(image_size=224, config=SemiRESTConfig.cpu(),
+                   mixmatch=MixMatchConfig(iterations=400, ramp_steps=200),
+                   overrides={"unsupervised": {"lr": 3e-4}, "supervised": {"lr": 3e-4}})
 
     def validate(self) -> "SemiRunSettings":
         """Raise ValueError naming the first setting out of range; returns self."""
         check_positive("image_size", self.image_size, MIN_IMAGE_SIZE)
-        check_fraction("coreset_ratio", self.coreset_ratio)
+        if self.coreset_ratio is not None:
+            check_fraction("coreset_ratio", self.coreset_ratio)
         check_positive("n_labelled", self.n_labelled, minimum=0)
         check_seeds(self.seeds)
         check_positive("iterations", self.config.iterations)
         check_positive("fine-tuning iterations", self.mixmatch.iterations)
+        check_names("eval_size", [self.eval_size], EVAL_SIZES)
+        check_names("position_spacing", [self.position_spacing], POSITION_SPACINGS)
+        if self.overrides:
+            check_names("overrides", list(self.overrides), SETTINGS)
         if self.lambda_pe < 0:
             raise ValueError(f"lambda_pe must be >= 0, got {self.lambda_pe}")
+        semi_config("mvtec", self, {}).validate()  # the lambda_u ramp must end inside the fine-tune
         return self
 
 
-def check_semirest_run(root: Path, categories, settings: SemiRunSettings, setting_names=SETTINGS) -> None:
+# ----------------------------------------------------------------------------- settings of one run
+_CONFIG_NAMES = {"lr": "lr", "p": "window_fraction", "eps_plus": "eps_plus", "eps_minus": "eps_minus",
+                 "b1": "b1", "b2": "b2", "b3": "b3"}
+
+
+def coreset_ratio(dataset: str, settings: SemiRunSettings) -> float:
+    """The memory bank's share: the run's ``coreset_ratio``, else the protocol's (KSDD2 0.1 %)."""
+    return settings.coreset_ratio if settings.coreset_ratio is not None else protocol(dataset, "unsupervised")[
+        "coreset_ratio"]
+
+
+def setting_config(dataset: str, settings: SemiRunSettings, setting: str, spec=None, seed: int = 0) -> SemiRESTConfig:
+    """The :class:`SemiRESTConfig` of an unsupervised / supervised run and Table 6 row ``spec`` (None: full model).
+
+    Sizes from ``settings.config``, hyper-parameters from the dataset's protocol, then the
+    run's overrides; ``spec`` = (residual, lambda_pe, bagging, knn) of :data:`ABLATION_VARIANTS`.
+    """
+    residual, _, bagging, knn = spec or ("square", None, True, True)
+    paper = protocol(dataset, setting)
+    fields = {name: paper[key] for key, name in _CONFIG_NAMES.items()}
+    cfg = dataclasses.replace(settings.config, **fields, residual=residual, knn=knn, seed=seed)
+    if not bagging:  # the same training; at inference windows side by side (no overlap, nothing to bag)
+        cfg = dataclasses.replace(cfg, inference_step=cfg.mu)
+    return dataclasses.replace(cfg, **settings.overrides.get(setting, {}))
+
+
+def semi_config(dataset: str, settings: SemiRunSettings, spec: dict) -> MixMatchConfig:
+    """The fine-tune's :class:`MixMatchConfig`: the protocol's semi row, the run's overrides, then ``spec``."""
+    paper = protocol(dataset, "semi")
+    fields = {name: paper[key] for key, name in _CONFIG_NAMES.items()}
+    mix = dataclasses.replace(settings.mixmatch, **fields, lambda_u=paper["lambda_u"])
+    return dataclasses.replace(mix, **settings.overrides.get("semi", {}), **spec)
+
+
+def variant_differences(dataset: str, settings: SemiRunSettings, setting: str, variant: str) -> dict:
+    """What a Table 6 row changes against the full model: ``{field: (full, row)}``.
+
+    Fields of the training config, ``lambda_pe``, the inference window step and, for the
+    semi-supervised rows, the fine-tune's config and the unsupervised model it starts from.
+    """
+    def described(v):
+        if setting == "semi":
+            start, spec = SEMI_VARIANTS[v]
+            out = {f"finetune.{k}": x for k, x in dataclasses.asdict(semi_config(dataset, settings, spec)).items()}
+            return {**out, **{f"start.{k}": x for k, x in described_unsup(start).items()}}
+        return described_unsup(v)
+
+    def described_unsup(v):
+        spec = ABLATION_VARIANTS[v]
+        cfg = dataclasses.asdict(setting_config(dataset, settings, "unsupervised" if setting == "semi" else setting,
+                                                spec))
+        return {**cfg, "lambda_pe": settings.lambda_pe if spec[1] is None else spec[1]}
+
+    full = described("square+PCF+bagging+kNN+MixMatch+dropout" if setting == "semi" else "square+PCF+bagging+kNN")
+    row = described(variant)
+    return {k: (full[k], row[k]) for k in full if full[k] != row[k]}
+
+
+def check_semirest_run(root: Path, categories, settings: SemiRunSettings, setting_names=SETTINGS,
+                       dataset: str = "toy") -> None:
     """Every check a ``semirest-table`` run can make before training (ValueError / DatasetError / FileNotFoundError)."""
     settings.validate()
     check_names("settings", setting_names, SETTINGS)
     if not categories:
         raise ValueError("categories must name at least one category")
-    labelled = any(s != "unsupervised" for s in setting_names)
+    labelled = [s for s in setting_names if s != "unsupervised"]
     if labelled and not settings.box_file and settings.n_labelled < 1:
         raise ValueError("the supervised and semi-supervised settings need labelled images: "
                          f"n_labelled must be >= 1 (got {settings.n_labelled}), or leave them out of settings")
+    from_train = any(protocol(dataset, s)["labelled_from"] == "train_defect" for s in labelled)
     for category in categories:
-        check_test_split(root, category, held_out=settings.n_labelled if labelled and not settings.box_file else 0)
+        held_out = settings.n_labelled if labelled and not settings.box_file and not from_train else 0
+        check_test_split(root, category, held_out=held_out)
+        if from_train and not settings.box_file:
+            folder = Path(root) / category / "train_defect"
+            if not folder.is_dir():
+                raise DatasetError(f"{folder} does not exist: the {dataset} protocol takes the labelled defective "
+                                   f"images from the training set's defects (prepare_ksdd2 writes train_defect/)")
+            found = len(AnomalyDataset(root, category, "train_defect", image_size=None))
+            if settings.n_labelled > found:
+                raise DatasetError(f"{folder} has {found} defective images; --labelled {settings.n_labelled} "
+                                   f"asks for more")
     if labelled:
         check_box_files(root, categories, settings)
 
@@ -206,6 +312,95 @@ def _toy_sources(root: Path, category: str, size: int, n: int = 20) -> torch.Ten
     return torch.cat(parts) if parts else None
 
 
+def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSettings,
+                  setting_names=SETTINGS) -> list[dict]:
+    """The dry run: one dict per category and setting, nothing trained or written.
+
+    Keys: ``category``, ``setting``, ``n_train``, ``n_test`` (the images evaluated),
+    ``labelled`` (paths of the labelled images for the first seed, so their split shows),
+    ``labelled_from``, the hyper-parameters that apply by their paper names (``lr``, ``p``,
+    ``eps_plus``, ``eps_minus``, ``b1``, ``b2``, ``b3``, ``lambda_u``, ``coreset_ratio``),
+    ``iterations``, ``dropout`` and ``eval_size``.
+    """
+    out = []
+    seed = settings.seeds[0]
+    for category in categories:
+        train = AnomalyDataset(root, category, "train", image_size=None)
+        test = AnomalyDataset(root, category, "test", image_size=None)
+        test_paths = [str(x.image) for x in test.samples]
+        test_labels = torch.tensor([x.label for x in test.samples])
+        for setting in setting_names:
+            paper = protocol(dataset, setting)
+            labelled, source, n_test = [], paper["labelled_from"], len(test_paths)
+            if setting != "unsupervised":
+                if settings.box_file:
+                    chosen, _ = boxes_from_file(root / category / settings.box_file, test_paths, (1, 1))
+                    labelled, source = [test_paths[i] for i in chosen.tolist()], settings.box_file
+                    n_test -= len(labelled)
+                elif source == "train_defect":
+                    defects = AnomalyDataset(root, category, "train_defect", image_size=None).samples
+                    paths = [str(x.image) for x in defects]
+                    chosen = labelled_split(torch.tensor([x.label for x in defects]), paths, settings.n_labelled, seed)
+                    labelled = [paths[i] for i in chosen.tolist()]
+                else:
+                    chosen = labelled_split(test_labels, test_paths, settings.n_labelled, seed)
+                    labelled = [test_paths[i] for i in chosen.tolist()]
+                    n_test -= len(labelled)
+            if setting == "semi":
+                mix = semi_config(dataset, settings, {})
+                values = {"lr": mix.lr, "p": mix.window_fraction, "eps_plus": mix.eps_plus,
+                          "eps_minus": mix.eps_minus, "b1": mix.b1, "b2": mix.b2, "b3": mix.b3,
+                          "lambda_u": mix.lambda_u, "iterations": mix.iterations, "ramp_steps": mix.ramp_steps,
+                          "dropout": mix.dropout}
+            else:
+                cfg = setting_config(dataset, settings, setting, None, seed)
+                values = {"lr": cfg.lr, "p": cfg.window_fraction, "eps_plus": cfg.eps_plus,
+                          "eps_minus": cfg.eps_minus, "b1": cfg.b1, "b2": cfg.b2, "b3": cfg.b3, "lambda_u": None,
+                          "iterations": cfg.iterations,
+                          "dropout": cfg.dropout if cfg.dropout_outside_semi else 0.0}
+            out.append({"category": category, "setting": setting, "n_train": len(train), "n_test": n_test,
+                        "labelled": labelled, "labelled_from": source, **values,
+                        "coreset_ratio": coreset_ratio(dataset, settings), "eval_size": settings.eval_size,
+                        "image_size": settings.image_size, "seed": seed})
+    return out
+
+
+def _labelled(root: Path, category: str, source: str, test, masks, labels, test_paths, n: int, seed: int, size: int):
+    """The labelled images of a setting and what stays in the test set.
+
+    Returns ``(images (n, 3, S, S), masks (n, S, S), paths, keep (N_test,) bool)``; ``source``
+    "test" takes them from the test set and removes them from it, "train_defect" from the
+    training set's defects (the test set stays whole).
+    """
+    keep = torch.ones(len(test), dtype=torch.bool)
+    if source == "train_defect":
+        images, dmasks, dlabels, paths = load_split(root, category, "train_defect", size)
+        chosen = labelled_split(dlabels, paths, n, seed)
+        return images[chosen], dmasks[chosen], [paths[i] for i in chosen.tolist()], keep
+    chosen = labelled_split(labels, test_paths, n, seed)
+    keep[chosen] = False
+    return test[chosen], masks[chosen], [test_paths[i] for i in chosen.tolist()], keep
+
+
+def _native_masks(root: Path, category: str, size: int, masks: torch.Tensor, eval_size: str):
+    """Test masks for evaluation: at their own size when they share one (``eval_size="native"``), else ``masks``.
+
+    Returns ``(masks (N, H, W), label)``; a category whose masks differ in size is evaluated
+    at the square size, and the label says so.
+    """
+    if eval_size == "square":
+        return masks, f"square {size}"
+    ds = AnomalyDataset(root, category, "test", image_size=None)
+    native = [ds[i][1][0] for i in range(len(ds))]
+    sizes = {tuple(m.shape) for m in native}
+    if len(sizes) > 1:
+        print(f"warning: {category}: test masks come in {len(sizes)} sizes; evaluated at {size} x {size}",
+              flush=True)
+        return masks, f"square {size} (mixed native sizes)"
+    (h, w), = sizes
+    return torch.stack(native), f"native {h}x{w}"
+
+
 def run_semirest_category(dataset: str, root: Path, category: str, settings: SemiRunSettings, *,
                           setting_names=SETTINGS, ablation: bool = False, device=None,
                           progress: bool = True) -> list[dict]:
@@ -213,10 +408,10 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
     size = settings.image_size
     train, _, _, train_paths = load_split(root, category, "train", size)
     test, masks, labels, test_paths = load_split(root, category, "test", size)
+    eval_masks, eval_size = _native_masks(root, category, size, masks, settings.eval_size)
     toy = dataset == "toy"
     foreground = load_foregrounds(train_paths, size) if toy else None
     sources = _toy_sources(root, category, size) if toy else None
-    variants = ABLATION_VARIANTS if ablation else {"paper": None}
     drawn = None  # (indices, boxes) of the images a box file annotates
     if settings.box_file:
         box_path = root / category / settings.box_file
@@ -225,77 +420,90 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
         if empty:
             print(f"warning: {box_path} gives no box for {len(empty)} anomalous image(s) (e.g. {empty[0]}): "
                   f"all their pixels count as normal", flush=True)
+    data = {"train": train, "foreground": foreground, "sources": sources, "device": device, "progress": progress}
     rows = []
     for seed in settings.seeds:
-        pretrained: SemiREST | None = None  # the full unsupervised model, which "semi" fine-tunes
+        unsup_models: dict[str, SemiREST] = {}  # unsupervised Table 6 rows, which the semi rows fine-tune
         for setting in setting_names:
-            n_lab = (len(drawn[0]) if drawn else settings.n_labelled) if setting != "unsupervised" else 0
-            keep = torch.ones(len(test), dtype=torch.bool)
-            if n_lab:
-                chosen = drawn[0] if drawn else labelled_split(labels, test_paths, n_lab, seed)
-                keep[chosen] = False
-            te, tm, tl = test[keep], masks[keep], labels[keep]
+            source = protocol(dataset, setting)["labelled_from"]
+            if setting == "unsupervised":
+                lab, keep = None, torch.ones(len(test), dtype=torch.bool)
+            elif drawn:
+                keep = torch.ones(len(test), dtype=torch.bool)
+                keep[drawn[0]] = False
+                lab = (test[drawn[0]], masks[drawn[0]], [test_paths[i] for i in drawn[0].tolist()], drawn[1])
+                source = settings.box_file
+            else:
+                *lab, keep = _labelled(root, category, source, test, masks, labels, test_paths,
+                                       settings.n_labelled, seed, size)
+                lab = (*lab, [boxes_from_mask(m) for m in lab[1]])
+            te, tm, tl = test[keep], eval_masks[keep], labels[keep]
             base = {"dataset": dataset, "category": category, "setting": setting, "seed": seed,
-                    "n_labelled": n_lab, "n_test": int(keep.sum()),
-                    "boxes": (settings.box_file if drawn else "masks") if setting == "semi" else None}
+                    "n_labelled": len(lab[0]) if lab else 0, "labelled_from": source, "n_test": int(keep.sum()),
+                    "boxes": (settings.box_file if drawn else "masks") if setting == "semi" else None,
+                    "eval_size": eval_size}
             if setting == "semi":
-                if pretrained is None:
-                    pretrained = _fit(_config(settings, None, "unsupervised", seed), settings, seed, device,
-                                      progress, train, foreground, sources, None)[0]
-                rows.append(_patchcore_row(base, pretrained.memory, train, te, tm, tl, settings, seed, device))
-                _report(rows[-1], progress)
-                image_boxes = drawn[1] if drawn else [boxes_from_mask(masks[i]) for i in chosen.tolist()]
-                boxes = torch.stack([box_pixel_labels(b, tuple(masks.shape[-2:]))
-                                     for b in image_boxes])  # (n, H, W): 0 outside the boxes, UNKNOWN inside
-                for variant, spec in (SEMI_VARIANTS if ablation else {"paper": {}}).items():
-                    model = copy.deepcopy(pretrained)
-                    model.config = dataclasses.replace(model.config, dropout=spec.get("dropout", model.config.dropout))
-                    mix = dataclasses.replace(settings.mixmatch, **{k: v for k, v in spec.items() if k != "dropout"})
+                variants = SEMI_VARIANTS if ablation else {"paper": ("square+PCF+bagging+kNN", {})}
+                boxes = torch.stack([box_pixel_labels(b, tuple(lab[0].shape[-2:]))
+                                     for b in lab[3]])  # (n, H, W): 0 outside the boxes, UNKNOWN inside
+                for i, (variant, (start, spec)) in enumerate(variants.items()):
+                    if start not in unsup_models:
+                        unsup_models[start] = _fit(dataset, settings, "unsupervised", ABLATION_VARIANTS[start],
+                                                   seed, None, **data)[0]
+                    pretrained = unsup_models[start]
+                    if i == 0:
+                        rows.append(_patchcore_row(base, pretrained.memory, train, te, tm, tl, settings, seed,
+                                                   device))
+                        _report(rows[-1], progress)
+                    model = semi_copy(pretrained)  # shares memory and pools; its own Swin
                     t0 = time.perf_counter()
-                    finetune_with_boxes(model, test[chosen], boxes, mix, progress=progress)
+                    finetune_with_boxes(model, lab[0], boxes, semi_config(dataset, settings, spec),
+                                        progress=progress)
                     rows.append(_semirest_row(base, model, variant, te, tm, tl, time.perf_counter() - t0))
                     _report(rows[-1], progress)
                 continue
-            anomalous = (test[chosen], masks[chosen].unsqueeze(1).float()) if n_lab else None
+            anomalous = (lab[0], lab[1].unsqueeze(1).float()) if lab else None
+            variants = ABLATION_VARIANTS if ablation else {"paper": None}
+            trained: dict[tuple, tuple[SemiREST, float]] = {}  # rows that differ only in bagging share a model
             for variant, spec in variants.items():
-                cfg = _config(settings, spec, setting, seed)
-                model, train_s = _fit(cfg, settings, seed, device, progress, train, foreground, sources, anomalous,
-                                      lambda_pe=spec[1] if spec else None)
+                key = (spec[0], spec[1], spec[3]) if spec else None
+                if key not in trained:
+                    trained[key] = _fit(dataset, settings, setting, spec, seed, anomalous, **data)
+                model, train_s = trained[key]
+                model = _with_inference(model, setting_config(dataset, settings, setting, spec, seed))
                 if variant == next(iter(variants)):  # the baseline, once per seed and setting
                     rows.append(_patchcore_row(base, model.memory, train, te, tm, tl, settings, seed, device))
                     _report(rows[-1], progress)
-                if setting == "unsupervised" and (spec is None or variant == "square+PCF+bagging+kNN"):
-                    pretrained = model
+                if setting == "unsupervised":
+                    unsup_models["square+PCF+bagging+kNN" if spec is None else variant] = model
                 rows.append(_semirest_row(base, model, variant, te, tm, tl, train_s))
                 _report(rows[-1], progress)
     return rows
 
 
-def _config(settings: SemiRunSettings, spec, setting: str, seed: int) -> SemiRESTConfig:
-    """The SemiREST configuration of one setting and Table 6 variant ``spec`` (None: the full model)."""
-    residual, _, bagging, knn = spec or ("square", None, True, True)
-    overrides = {"residual": residual, "knn": knn, "seed": seed}
-    if not bagging:
-        overrides["step"] = settings.config.mu  # windows side by side: no bagging (a strip overlaps at the edge)
-    cfg = dataclasses.replace(settings.config, **overrides)
-    if setting == "supervised":  # Sec. 4.2: eps+ 25 %, b1 = b2 = b3 = 2
-        cfg = dataclasses.replace(cfg, eps_plus=0.25, b1=2, b2=2, b3=2)
-    return cfg
+def _with_inference(model: SemiREST, cfg: SemiRESTConfig) -> SemiREST:
+    """``model`` evaluated with ``cfg``'s inference window step (a shallow copy when it differs)."""
+    if model.config.inference_step == cfg.inference_step:
+        return model
+    other = copy.copy(model)
+    other.config = dataclasses.replace(model.config, inference_step=cfg.inference_step)
+    return other
 
 
-def _fit(cfg, settings, seed, device, progress, train, foreground, sources, anomalous, lambda_pe=None):
-    """A trained :class:`SemiREST` on a fresh memory (``lambda_pe`` None: the settings' value) and its time."""
-    memory = ResidualMemory(coreset_ratio=settings.coreset_ratio,
-                            lambda_pe=settings.lambda_pe if lambda_pe is None else lambda_pe, seed=seed,
+def _fit(dataset, settings, setting, spec, seed, anomalous, *, train, foreground, sources, device, progress):
+    """A trained :class:`SemiREST` of one setting and Table 6 row on a fresh memory, and its training time."""
+    lambda_pe = settings.lambda_pe if spec is None or spec[1] is None else spec[1]
+    memory = ResidualMemory(coreset_ratio=coreset_ratio(dataset, settings), lambda_pe=lambda_pe,
+                            freq_exponent=POSITION_SPACINGS[settings.position_spacing], seed=seed,
                             device=device, progress=False)
-    model = SemiREST(memory, cfg, progress=progress)
+    model = SemiREST(memory, setting_config(dataset, settings, setting, spec, seed), progress=progress)
     t0 = time.perf_counter()
     model.fit(train, foreground=foreground, sources=sources, anomalous=anomalous)
     return model, time.perf_counter() - t0
 
 
 def _semirest_row(base: dict, model: SemiREST, variant: str, test, masks, labels, train_s: float) -> dict:
-    scores, maps = model.predict(test)
+    scores, maps = model.predict(test, output_size=tuple(masks.shape[-2:]))
     return {**base, "method": "semirest", "variant": variant, **_metrics(masks, maps, labels, scores),
             **_paper(base["dataset"], base["setting"], base["category"], "semirest", variant),
             "backbone": model.memory.features.extractor.name, "train_s": train_s,
@@ -304,11 +512,16 @@ def _semirest_row(base: dict, model: SemiREST, variant: str, test, masks, labels
 
 def _patchcore_row(base: dict, memory: ResidualMemory, train, test, masks, labels, settings, seed,
                    device) -> dict:
-    """PatchCore on the same backbone, coreset ratio and test images as SemiREST."""
-    model = PatchCore(memory.features.extractor, coreset_ratio=settings.coreset_ratio, seed=seed,
+    """PatchCore on the same backbone, coreset ratio, test images and evaluation size as SemiREST.
+
+    Its maps are computed unsmoothed at the input size, then upsampled to the masks' size and
+    smoothed there (sigma 4), as SemiREST's are; its image scores are PatchCore's own (Eq. 7).
+    """
+    model = PatchCore(memory.features.extractor, coreset_ratio=memory.coreset_ratio, seed=seed,
                       device=device, progress=False).fit(train)
     t0 = time.perf_counter()
-    scores, maps = model.predict(test)
+    scores, maps = model.predict(test, sigma=0.0)
+    maps = upsample_and_smooth(maps.unsqueeze(1), tuple(masks.shape[-2:]), settings.config.sigma)[:, 0]
     return {**base, "method": "patchcore", "variant": "paper", **_metrics(masks, maps, labels, scores),
             **_paper(base["dataset"], base["setting"], base["category"], "patchcore", "paper"),
             "backbone": memory.features.extractor.name, "train_s": None,
@@ -366,7 +579,7 @@ def semirest_table(dataset: str, root: Path, categories, settings: SemiRunSettin
     made with this run's settings. Returns this run's rows.
     """
     stem = f"semirest_{dataset}" + ("_ablation" if ablation else "")
-    check_semirest_run(root, categories, settings, setting_names)  # before the first hour of training
+    check_semirest_run(root, categories, settings, setting_names, dataset)  # before the first hour of training
     fingerprint = settings_fingerprint(settings)
     rows, merged = [], []
     for category in categories:

@@ -30,14 +30,18 @@ def anomalous_share(masks: Tensor, grid: tuple[int, int]) -> Tensor:
     return F.adaptive_avg_pool2d(masks.float(), grid)[:, 0]  # (B, h_t, w_t)
 
 
-def block_labels(masks: Tensor, grid: tuple[int, int], eps_plus: float = 0.5,
-                 eps_minus: float = 0.08) -> Tensor:
-    """SemiREST Eq. (14): masks ``(B, 1, H, W)`` -> block labels ``(B, h_t, w_t)`` in {1, 0, IGNORE}."""
+def labels_from_share(share: Tensor, eps_plus: float = 0.5, eps_minus: float = 0.08) -> Tensor:
+    """SemiREST Eq. (14) on the shares of anomalous pixels per block ``(B, h_t, w_t)`` -> labels, same shape."""
     if not 0 <= eps_minus <= eps_plus <= 1:
         raise ValueError(f"need 0 <= eps_minus <= eps_plus <= 1, got eps_minus={eps_minus}, "
                          f"eps_plus={eps_plus}")
-    share = anomalous_share(masks, grid)  # (B, h_t, w_t)
     labels = torch.full(share.shape, IGNORE, dtype=torch.long, device=share.device)
     labels[share > eps_plus] = 1
     labels[share < eps_minus] = 0
     return labels
+
+
+def block_labels(masks: Tensor, grid: tuple[int, int], eps_plus: float = 0.5,
+                 eps_minus: float = 0.08) -> Tensor:
+    """SemiREST Eq. (14): masks ``(B, 1, H, W)`` -> block labels ``(B, h_t, w_t)`` in {1, 0, IGNORE}."""
+    return labels_from_share(anomalous_share(masks, grid), eps_plus, eps_minus)

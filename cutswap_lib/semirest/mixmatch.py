@@ -19,7 +19,10 @@ windows, :func:`mixmatch_loss` follows the paper's steps:
    linearly to its final value over 400 steps and held there (:func:`lambda_u_at`).
 
 Open points, chosen and made parameters: MixUp's Beta parameter (0.75, MixMatch's default;
-the paper does not give it); tokens padded outside a small map (``IGNORE``) take no part.
+the paper does not give it); tokens padded outside a small map (``IGNORE``) take no part;
+the fine-tune's length (800 iterations, so that the 400-step ramp completes). Table 6's
+row without MixMatch is ``unknown_tokens=False``: the unknown tokens are dropped from ``X``,
+``U`` and the MixUp partners, so the boxes' insides do not train the model at all.
 Written by hand (the paper's customisation of MixMatch); MixMatch itself is Berthelot et
 al., 2019.
 """
@@ -50,14 +53,30 @@ class MixMatchConfig:
     alpha_u: float = 0.75
     gamma_u: float = 4.0
     lambda_u: float = 5.0  # 10 on BTAD
-    ramp_steps: int = 400
+    ramp_steps: int = 400  # lambda_u reaches its value after this many steps ("the first 400 steps")
     upsilon: float = 0.5  # Eq. (15)
     lr: float = 3e-5
     window_fraction: float = 0.1  # p
     b1: int = 3  # normal images per iteration (focal loss, Eq. 11)
     b2: int = 3  # synthetic anomalies per iteration (focal loss, Eq. 11)
     b3: int = 2  # box-labelled images per iteration (MixMatch)
-    iterations: int = 400
+    eps_plus: float = 0.25  # Eq. (14) for the synthetic anomalies of the fine-tune (semi setting; BTAD 80 %)
+    eps_minus: float = 0.08  # (BTAD 0 %)
+    dropout: float = 0.25  # alpha, Eq. (13): "the hyperparameters v, alpha, Gamma and M are set to 50 %, 25 %, ..."
+    unknown_tokens: bool = True  # False: Table 6's row without MixMatch (unknown tokens take no part at all)
+    iterations: int = 800  # not stated in the paper: the ramp's 400 steps, then as many at full lambda_u
+
+    def validate(self) -> "MixMatchConfig":
+        """Raise ValueError when the schedule cannot do what the paper describes; returns self."""
+        if self.iterations < 1:
+            raise ValueError(f"the fine-tune needs at least 1 iteration, got {self.iterations}")
+        if self.lambda_u > 0 and self.unknown_tokens and self.ramp_steps >= self.iterations:
+            raise ValueError(f"lambda_u is ramped over {self.ramp_steps} steps but the fine-tune has "
+                             f"{self.iterations}: it would never reach {self.lambda_u}; use fewer ramp steps "
+                             f"or more iterations")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"token dropout must be in [0, 1), got {self.dropout}")
+        return self
 
 
 def sharpen(p: Tensor, temperature: float = 0.5) -> Tensor:
@@ -116,6 +135,8 @@ def mixmatch_loss(model, copies: list[Tensor], labels: Tensor, config: MixMatchC
     target = torch.where(y_star == UNKNOWN, pseudo.repeat(m, 1, 1).reshape(-1), 0.0)  # (M*N*mu*mu,)
     known = (y_star == 0).nonzero()[:, 0]  # X
     unknown = (y_star == UNKNOWN).nonzero()[:, 0]  # U
+    if not config.unknown_tokens:  # no MixMatch: the boxes' insides are neither targets nor MixUp partners
+        unknown = unknown[:0]
     order = torch.cat([known, unknown])  # X then U
     partner = order[torch.randperm(len(order), generator=generator, device=order.device)]  # W = shuffle(X u U)
     lam = mixup_lambda(config.mix_alpha, generator)
@@ -126,7 +147,7 @@ def mixmatch_loss(model, copies: list[Tensor], labels: Tensor, config: MixMatchC
     predicted = model(windows).softmax(-1)[..., 1].reshape(-1)  # (M*N*mu*mu,)
     loss_x = soft_focal_loss(predicted[known], t_hat[known], config.alpha_x, config.gamma_x)
     loss_u = soft_focal_loss(predicted[unknown], t_hat[unknown], config.alpha_u, config.gamma_u)
-    weight = lambda_u_at(step, config.lambda_u, config.ramp_steps)
+    weight = lambda_u_at(step, config.lambda_u, config.ramp_steps) if config.unknown_tokens else 0.0
     parts = {"loss_x": loss_x.item(), "loss_u": loss_u.item(), "lambda_u": weight, "mix_lambda": lam,
              "guess": guess, "pseudo": pseudo}
     return loss_x + weight * loss_u, parts

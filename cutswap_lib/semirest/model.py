@@ -4,25 +4,37 @@ SemiREST Sec. 3.1-3.2 and 4.2 (unsupervised and supervised settings). Taught in
 ``notebooks/05_swin_bagging.ipynb``. :class:`SemiREST` ties the pieces together:
 
 1. ``fit`` embeds the normal training images once, builds the position-constrained
-   memory bank (:class:`~.residuals.ResidualMemory`, Eq. 4), and prepares three *token
-   pools*: the normal images, synthetic anomalies made from them
-   (:func:`cutswap_lib.semirest.synthetic.synthetic_anomalies`, Sec. 3.2.3) and, in the supervised
-   setting, a few real anomalous images. A pool stores PCFs, each token's three nearest
-   memory rows (leave-one-image-out for training images, see :mod:`.token_augment`) and
-   block labels (Eq. 14).
-2. Each iteration draws ``b1`` normal, ``b2`` synthetic and ``b3`` real images, forms their
-   residual tokens with the k-NN augmentation (Eq. 12), cuts them into sliding windows
-   (Eq. 8) and keeps a fraction ``p`` of the windows, zeroes tokens by dropout (Eq. 13),
-   and takes one AdamW step on the focal loss (Eq. 11); an exponential moving average of
-   the weights is the final model.
+   memory bank (:class:`~.residuals.ResidualMemory`, Eq. 4), and prepares *token pools*:
+   the normal images and, in the supervised setting, a few real anomalous images. A pool
+   stores each token's three nearest memory rows (leave-one-image-out for training images,
+   see :mod:`.token_augment`), the share of anomalous pixels per block (so it can be
+   labelled at any eps+ / eps-, Eq. 14) and the PCFs, on the host (see memory below).
+2. Each iteration draws ``b1`` normal and ``b3`` real images from the pools and makes
+   ``b2`` synthetic anomalies afresh from random normal images
+   (:func:`cutswap_lib.semirest.synthetic.synthetic_anomalies`, Sec. 3.2.3, as MemSeg's data
+   loader does), forms their residual tokens with the k-NN augmentation (Eq. 12), cuts them
+   into sliding windows (Eq. 8) and keeps a fraction ``p`` of the windows, and takes one
+   AdamW step on the focal loss (Eq. 11); a weight average (:mod:`.ema`) is the final model.
+   Token dropout (Eq. 13) is a semi-supervised hyper-parameter in the paper ("As to the
+   semi-supervised learning, the hyperparameters v, alpha, Gamma and M are set to 50 %,
+   25 %, 0.5 and 3"), so ``fit`` leaves it off unless ``dropout_outside_semi`` is set.
 3. ``predict`` computes plain residuals (1st neighbour, Eq. 5-6), runs every window through
-   the averaged Swin, bags the window maps (Eq. 10), upsamples bilinearly to the image and
-   smooths with a Gaussian of sigma 4. The image score is the map's maximum.
+   the averaged Swin, bags the window maps (Eq. 10), upsamples bilinearly "to the same
+   size as the ground-truth" (``output_size``; the image's size by default) and smooths
+   with a Gaussian of sigma 4. The image score is the map's maximum.
+
+**Memory.** Only the current iteration's windows go to the device. The normal pool's PCFs
+stay on the host in float32 while the pool fits ``pool_budget_gb``, in float16 while half
+of that fits, and beyond that are recomputed from the images for the drawn images only
+(a backbone pass of ``b1`` images per iteration): the pool then costs the neighbour
+indices and block shares (about 50 KB per 512 px image) and the run's host memory no
+longer grows with the PCFs of every image. Fresh synthetic anomalies need no pool at all;
+``synthetic_per_image = k`` keeps the course's earlier fixed pool of ``k`` per image.
 
 Open points of the paper, chosen here and made parameters: the number of iterations
 (not stated), gradient clipping at 1.0 and EMA decay 0.999 (the public reference code's
-values), the leave-one-image-out memory search for training images, labels kept under
-token dropout.
+values) with the course's warm-up (:mod:`.ema`), the leave-one-image-out memory search for
+training images, labels kept under token dropout, fresh synthetic anomalies per iteration.
 """
 
 from __future__ import annotations
@@ -33,12 +45,13 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
+from .ema import warmup_ema
 from .synthetic import synthetic_anomalies
-from .labels import block_labels
+from .labels import anomalous_share, labels_from_share
 from .losses import IGNORE, focal_loss
 from .residuals import ResidualMemory, elementwise_residual
 from .swin import TokenSwin
@@ -62,6 +75,7 @@ class SemiRESTConfig:
     lr: float = 1e-4
     weight_decay: float = 0.05
     ema_decay: float = 0.999
+    ema_warmup: float | None = 10.0  # decay_t = min(decay, (1 + t) / (warmup + t)), see .ema; None: plain EMA
     grad_clip: float = 1.0
     window_fraction: float = 0.25  # p
     b1: int = 4  # normal images per iteration
@@ -75,9 +89,13 @@ class SemiRESTConfig:
     knn_thresholds: tuple[float, float] = (0.5, 0.8)
     delta_sigma: float = 0.2
     delta_clip: float = 0.223
-    dropout: float = 0.25  # Eq. (13)
+    dropout: float = 0.25  # alpha of Eq. (13); the paper's semi-supervised setting uses it
+    dropout_outside_semi: bool = False  # course variant: token dropout in unsupervised / supervised training too
     residual: str = "square"  # Eq. (6); "abs" for Table 6's ABS rows
-    synthetic_per_image: int = 4  # synthetic anomalies prepared per normal training image
+    synthetic_kinds: tuple[str, ...] = ("texture", "self")  # MemSeg's two kinds; "colour" is the course's extra
+    synthetic_per_image: int | None = None  # None: b2 fresh anomalies per iteration; k: a fixed pool of k per image
+    pool_budget_gb: float = 2.0  # host memory for the normal pool's PCFs before they are recomputed per iteration
+    inference_step: int | None = None  # window step at inference; None: ``step`` (mu: Table 6's "no bagging")
     sigma: float = 4.0  # Gaussian smoothing of the upsampled map
     seed: int = 0
 
@@ -101,14 +119,30 @@ class SemiRESTConfig:
 
 @dataclasses.dataclass
 class TokenPool:
-    """Training images as tokens: PCFs ``(N, h, w, d)``, memory neighbours ``(N, h, w, 3)``, labels ``(N, h, w)``."""
+    """Training images as tokens, on the host.
 
-    pcf: Tensor
+    ``neighbours`` ``(N, h, w, 3)``: each token's three nearest memory rows; ``labels``
+    ``(N, h, w)``: block labels (Eq. 14 or 15); ``share`` ``(N, h, w)``: the share of
+    anomalous pixels per block, from which :meth:`relabelled` makes labels at other
+    thresholds (None: labels that do not come from masks, e.g. boxes); ``pcf`` ``(N, h, w,
+    d)``: the PCFs (float32 or float16), or None when they are recomputed from ``images``
+    ``(N, 3, H, W)`` per draw.
+    """
+
     neighbours: Tensor
     labels: Tensor
+    share: Tensor | None = None
+    pcf: Tensor | None = None
+    images: Tensor | None = None
 
     def __len__(self) -> int:
-        return self.pcf.shape[0]
+        return self.neighbours.shape[0]
+
+    def relabelled(self, eps_plus: float, eps_minus: float) -> "TokenPool":
+        """The same tokens with Eq. (14)'s labels at ``eps_plus`` / ``eps_minus`` (a new pool sharing the tensors)."""
+        if self.share is None:
+            raise ValueError("this pool's labels do not come from pixel masks; it cannot be relabelled")
+        return dataclasses.replace(self, labels=labels_from_share(self.share, eps_plus, eps_minus))
 
 
 class SemiREST:
@@ -116,6 +150,8 @@ class SemiREST:
 
     ``memory``: a :class:`~.residuals.ResidualMemory` (its backbone, lambda_PE and coreset
     ratio), or None for one built with ``memory_kwargs``. ``config``: :class:`SemiRESTConfig`.
+    ``label_eps``: the (eps+, eps-) at which synthetic anomalies are labelled (Eq. 14); the
+    config's by default, the semi-supervised setting's during :func:`.semi.finetune_with_boxes`.
     """
 
     def __init__(self, memory: ResidualMemory | None = None, config: SemiRESTConfig | None = None,
@@ -129,31 +165,61 @@ class SemiREST:
         self.history: list[dict] = []
         self.pools: dict[str, TokenPool] = {}
         self.timings: dict[str, float] = {}
+        self.label_eps = (self.config.eps_plus, self.config.eps_minus)
+        self.synthetic_source: dict | None = None  # normal images (+ foreground, texture sources) for fresh anomalies
 
     # ------------------------------------------------------------------ pools
     def _features(self, images: Tensor, batch_size: int = 16) -> Tensor:
-        """Images ``(N, 3, H, W)`` -> plain patch features ``(N, d_f, h, w)`` (Eq. 1)."""
-        parts = [self.memory.features.patch_features(x) for x in images.split(batch_size)]
+        """Images ``(N, 3, H, W)`` -> plain patch features ``(N, d_f, h, w)`` on the device (Eq. 1)."""
+        parts = [self.memory.features.patch_features(x.to(self.device)) for x in images.split(batch_size)]
         return torch.cat(parts)
 
-    def _pool(self, features: Tensor, masks: Tensor | None, exclude: Tensor, eps_plus: float,
-              labels: Tensor | None = None) -> TokenPool:
-        """Plain features ``(N, d, h, w)`` -> a :class:`TokenPool` (neighbours skip ``exclude`` ``(N,)``).
+    def _pcf(self, features: Tensor) -> Tensor:
+        """Plain features ``(n, d, h, w)`` -> PCFs ``(n, h, w, d)`` on the device (Eq. 2)."""
+        return self.memory.features.constrain(features.to(self.device)).permute(0, 2, 3, 1)
 
-        Block labels come from ``masks`` (Eq. 14), or are given as ``labels`` ``(N, h, w)``.
-        """
-        n, d, h, w = features.shape
-        pcf = self.memory.features.constrain(features.to(self.device)).permute(0, 2, 3, 1)  # (N, h, w, d)
+    def _neighbours(self, pcf: Tensor, exclude: Tensor) -> Tensor:
+        """PCFs ``(n, h, w, d)`` -> their three nearest memory rows ``(n, h, w, 3)``, skipping image ``exclude`` ``(n,)``."""
+        n, h, w, d = pcf.shape
         _, neighbours = k_nearest_memory(pcf.reshape(-1, d), self.memory.memory_bank, k=3,
                                          exclude=exclude.to(self.device).repeat_interleave(h * w),
-                                         bank_source=self.memory.bank_source)  # (N*h*w, 3)
-        if labels is not None:
-            pass
-        elif masks is None:
-            labels = torch.zeros(n, h, w, dtype=torch.long)
-        else:
-            labels = block_labels(masks, (h, w), eps_plus, self.config.eps_minus)  # (N, h, w)
-        return TokenPool(pcf.contiguous(), neighbours.reshape(n, h, w, 3), labels.to(self.device))
+                                         bank_source=self.memory.bank_source)  # (n*h*w, 3)
+        return neighbours.reshape(n, h, w, 3)
+
+    def _share(self, masks: Tensor | None, n: int) -> Tensor:
+        """Masks ``(n, 1, H, W)`` (None: all normal) -> anomalous share per block ``(n, h, w)``."""
+        if masks is None:
+            return torch.zeros(n, *self.grid)
+        return anomalous_share(masks, self.grid).cpu()
+
+    def _keep_pcf(self, n: int, d: int) -> torch.dtype | None:
+        """The dtype the normal pool's PCFs are kept in on the host, or None (recomputed per draw)."""
+        h, w = self.grid
+        size32 = n * h * w * d * 4
+        budget = self.config.pool_budget_gb * 2**30
+        return torch.float32 if size32 <= budget else torch.float16 if size32 // 2 <= budget else None
+
+    def _pool(self, images: Tensor | None, features: Tensor, masks: Tensor | None, exclude: Tensor,
+              labels: Tensor | None = None, keep_dtype: torch.dtype | None = torch.float32,
+              batch_size: int = 16) -> TokenPool:
+        """Plain features ``(N, d, h, w)`` -> a :class:`TokenPool` on the host (neighbours skip ``exclude`` ``(N,)``).
+
+        Block labels come from ``masks`` (Eq. 14, at ``label_eps``), or are given as ``labels``
+        ``(N, h, w)``. ``keep_dtype`` None keeps ``images`` instead of the PCFs.
+        """
+        n = features.shape[0]
+        neighbours, pcfs = [], []
+        for start in range(0, n, batch_size):
+            pcf = self._pcf(features[start:start + batch_size])  # (b, h, w, d)
+            neighbours.append(self._neighbours(pcf, exclude[start:start + batch_size]).cpu())
+            if keep_dtype is not None:
+                pcfs.append(pcf.to("cpu", keep_dtype))
+        share = None if labels is not None else self._share(masks, n)
+        if labels is None:
+            labels = labels_from_share(share, *self.label_eps)
+        return TokenPool(torch.cat(neighbours), labels.cpu(), share,
+                         torch.cat(pcfs).contiguous() if keep_dtype is not None else None,
+                         None if keep_dtype is not None else images)
 
     def prepare(self, train_images: Tensor, foreground: Tensor | None = None, sources: Tensor | None = None,
                 anomalous: tuple[Tensor, Tensor] | None = None) -> "SemiREST":
@@ -164,30 +230,55 @@ class SemiREST:
         self.memory.fit_features(features)
         self.grid = tuple(features.shape[-2:])
         ids = torch.arange(len(train_images))
-        self.pools = {"normal": self._pool(features, None, ids, cfg.eps_plus)}
-        gen = torch.Generator().manual_seed(cfg.seed)
-        syn_features, syn_masks, syn_ids = [], [], []
-        for _ in tqdm(range(cfg.synthetic_per_image), desc="synthetic anomalies", disable=not self.progress,
-                      leave=False):
-            images, masks = synthetic_anomalies(train_images, gen, foreground=foreground, sources=sources)
-            syn_features.append(self._features(images))
-            syn_masks.append(masks)
-            syn_ids.append(ids)
-        if syn_features:
-            self.pools["synthetic"] = self._pool(torch.cat(syn_features), torch.cat(syn_masks),
-                                                 torch.cat(syn_ids), cfg.eps_plus)
+        keep = self._keep_pcf(len(train_images), features.shape[1])
+        self.pools = {"normal": self._pool(train_images, features, None, ids, keep_dtype=keep)}
+        del features
+        self.synthetic_source = {"images": train_images, "foreground": foreground, "sources": sources}
+        self._synthetic_gen = torch.Generator().manual_seed(cfg.seed)
+        if cfg.synthetic_per_image:  # the fixed pool: k anomalies per normal image, made once
+            parts = []
+            for _ in tqdm(range(cfg.synthetic_per_image), desc="synthetic anomalies", disable=not self.progress,
+                          leave=False):
+                images, masks = synthetic_anomalies(train_images, self._synthetic_gen, foreground=foreground,
+                                                    sources=sources, kinds=cfg.synthetic_kinds)
+                parts.append(self._pool(images, self._features(images), masks, ids, keep_dtype=keep))
+            self.pools["synthetic"] = TokenPool(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
+                                                   for f in dataclasses.fields(TokenPool)
+                                                   if getattr(parts[0], f.name) is not None})
         if anomalous is not None and len(anomalous[0]):
             images, masks = anomalous
-            self.pools["real"] = self._pool(self._features(images), masks,
-                                            torch.full((len(images),), -1), cfg.eps_plus)
+            self.pools["real"] = self._pool(images, self._features(images), masks, torch.full((len(images),), -1))
         self.timings["prepare"] = time.perf_counter() - t0
         return self
+
+    def _relabelled(self, pool: TokenPool) -> TokenPool:
+        """``pool`` labelled at ``label_eps`` (kept while ``label_eps`` stays the same)."""
+        key = (id(pool), self.label_eps)
+        if getattr(self, "_relabel_key", None) != key:
+            self._relabel_key, self._relabel_pool = key, pool.relabelled(*self.label_eps)
+        return self._relabel_pool
+
+    def fresh_synthetic(self, count: int) -> TokenPool:
+        """``count`` synthetic anomalies made now from random normal images, as a pool (PCFs kept)."""
+        src = self.synthetic_source
+        if src is None:
+            raise RuntimeError("SemiREST: call prepare() or fit() before drawing synthetic anomalies")
+        index = torch.randint(len(src["images"]), (count,), generator=self._synthetic_gen)  # (count,)
+        fg = src["foreground"][index] if src["foreground"] is not None else None
+        images, masks = synthetic_anomalies(src["images"][index], self._synthetic_gen, foreground=fg,
+                                            sources=src["sources"], kinds=self.config.synthetic_kinds)
+        return self._pool(images, self._features(images), masks, index)
 
     # ------------------------------------------------------------------ training
     def _tokens(self, pool: TokenPool, index: Tensor, gen: torch.Generator, augment: bool) -> Tensor:
         """Residual tokens ``(n, h, w, d)`` of pool images ``index``: Eq. (12) when ``augment``, else Eq. (5)-(6)."""
         cfg = self.config
-        pcf, neighbours = pool.pcf[index], pool.neighbours[index]  # (n, h, w, d), (n, h, w, 3)
+        index = index.cpu()
+        if pool.pcf is not None:
+            pcf = pool.pcf[index].to(self.device, torch.float32)  # (n, h, w, d)
+        else:  # recomputed for just these images (pool_budget_gb exceeded)
+            pcf = self._pcf(self._features(pool.images[index]))
+        neighbours = pool.neighbours[index].to(self.device)  # (n, h, w, 3)
         bank = self.memory.memory_bank
         if augment and cfg.knn:
             return knn_residuals(pcf, bank, neighbours, cfg.residual, gen, cfg.knn_thresholds,
@@ -208,7 +299,7 @@ class SemiREST:
         """Windows ``(count*k, mu, mu, d)`` of pool images at ``corners`` ``(count, k, 2)`` and their labels."""
         mu = self.config.mu
         tokens = self._tokens(pool, index, gen, augment)  # (count, h, w, d)
-        lab = pool.labels[index].unsqueeze(-1) + 2  # (count, h, w, 1); 0 marks padding below
+        lab = pool.labels[index.cpu()].to(self.device).unsqueeze(-1) + 2  # (count, h, w, 1); 0 marks padding below
         windows = [extract_windows(tokens[i:i + 1], corners[i], mu)[0] for i in range(len(index))]  # (k, mu, mu, d)
         labels = [extract_windows(lab[i:i + 1], corners[i], mu)[0, ..., 0] - 2 for i in range(len(index))]
         labels = torch.cat(labels)
@@ -216,14 +307,22 @@ class SemiREST:
 
     def _sample_windows(self, gen: torch.Generator, counts: dict[str, int] | None = None,
                         fraction: float | None = None) -> tuple[Tensor, Tensor]:
-        """One iteration's supervised batch: windows ``(M, mu, mu, d)`` and block labels ``(M, mu, mu)``."""
+        """One iteration's supervised batch: windows ``(M, mu, mu, d)`` and block labels ``(M, mu, mu)``.
+
+        ``counts`` maps pool names to images per iteration; "synthetic" without a fixed pool
+        makes that many anomalies afresh (labelled at ``label_eps``).
+        """
         cfg = self.config
         counts = counts or {"normal": cfg.b1, "synthetic": cfg.b2, "real": cfg.b3}
         windows, labels = [], []
         for name, count in counts.items():
             pool = self.pools.get(name)
-            if pool is None or count == 0:
+            if count == 0 or (pool is None and name != "synthetic"):
                 continue
+            if name == "synthetic" and pool is None:
+                pool = self.fresh_synthetic(count)
+            elif name == "synthetic" and pool.share is not None:
+                pool = self._relabelled(pool)
             index, corners = self._draw(pool, count, fraction or cfg.window_fraction, gen)
             w, lab = self.windows_from_pool(pool, index, corners, gen)
             windows.append(w)
@@ -241,69 +340,96 @@ class SemiREST:
         torch.manual_seed(cfg.seed)
         d = self.memory.memory_bank.shape[1]
         self.model = TokenSwin(d, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.window).to(self.device)
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+        self.ema = warmup_ema(self.model, cfg.ema_decay, cfg.ema_warmup)
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-        use_amp = self.device.type == "cuda"
+        dropout = cfg.dropout if cfg.dropout_outside_semi else 0.0
         total = iterations or cfg.iterations
         self.history = []
         t0 = time.perf_counter()
         bar = tqdm(range(total), desc="train SemiREST", disable=not self.progress)
         for it in bar:
-            self.model.train()
             windows, labels = self._sample_windows(gen)  # (M, mu, mu, d), (M, mu, mu)
-            windows = token_dropout(windows, cfg.dropout, gen)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                logits = self.model(windows)  # (M, mu, mu, 2)
-            loss = focal_loss(logits.float(), labels, cfg.focal_alpha, cfg.focal_gamma)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            self.ema.update_parameters(self.model)
-            known = labels != IGNORE
-            pred = logits.argmax(-1)
-            record = {"iteration": it + 1, "loss": loss.item(),
-                      "accuracy": float((pred[known] == labels[known]).float().mean()),
-                      "anomalous_recall": float((pred[labels == 1] == 1).float().mean())
-                      if bool((labels == 1).any()) else math.nan}
-            self.history.append(record)
+            record = self.train_step(optimizer, token_dropout(windows, dropout, gen), labels)
+            self.history.append({"iteration": it + 1, **record})
             if it % 10 == 0:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
         self.timings["train"] = time.perf_counter() - t0
         return self.history
 
+    def train_step(self, optimizer: torch.optim.Optimizer, windows: Tensor, labels: Tensor,
+                   extra_loss=None) -> dict:
+        """One AdamW step on the focal loss (Eq. 11) of ``windows`` ``(M, mu, mu, d)``, then the EMA update.
+
+        ``extra_loss``: a callable returning ``(loss, parts)`` added to the focal loss (the
+        semi-supervised part of Fig. 3). Returns the step's record (loss, accuracy, ...).
+        """
+        cfg = self.config
+        self.model.train()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = self.model(windows)  # (M, mu, mu, 2)
+        loss_f = focal_loss(logits.float(), labels, cfg.focal_alpha, cfg.focal_gamma)
+        loss, parts = loss_f, {}
+        if extra_loss is not None:
+            extra, parts = extra_loss()
+            loss = loss_f + extra
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        self.ema.update_parameters(self.model)
+        known = labels != IGNORE
+        pred = logits.argmax(-1)
+        return {"loss": loss.item(), "loss_focal": loss_f.item(),
+                "accuracy": float((pred[known] == labels[known]).float().mean()),
+                "anomalous_recall": float((pred[labels == 1] == 1).float().mean())
+                if bool((labels == 1).any()) else math.nan, **parts}
+
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def token_map(self, residuals: Tensor, model: torch.nn.Module | None = None,
                   window_batch: int = 64) -> Tensor:
-        """SemiREST Eq. (8)-(10): residual tokens ``(B, h, w, d)`` -> bagged anomaly map ``(B, h, w)``."""
+        """SemiREST Eq. (8)-(10): residual tokens ``(B, h, w, d)`` -> bagged anomaly map ``(B, h, w)``.
+
+        Windows every ``inference_step`` tokens (``step`` unless set; ``mu``: side by side, no bagging).
+        """
         cfg = self.config
         model = model or (self.ema.module if self.ema is not None else None)
         if model is None:
             raise RuntimeError("SemiREST: call fit() before predicting")
         model.eval()
         b, h, w, d = residuals.shape
-        corners = window_corners(h, w, cfg.mu, cfg.step)  # (Q, 2)
+        corners = window_corners(h, w, cfg.mu, cfg.inference_step or cfg.step)  # (Q, 2)
         windows = extract_windows(residuals, corners, cfg.mu).reshape(-1, cfg.mu, cfg.mu, d)  # (B*Q, mu, mu, d)
         probs = torch.cat([model.anomaly_probability(x) for x in windows.split(window_batch)])  # (B*Q, mu, mu)
         bagged, _ = bag_windows(probs.reshape(b, len(corners), cfg.mu, cfg.mu), corners, h, w)
         return bagged  # (B, h, w)
 
     @torch.no_grad()
-    def predict(self, images: Tensor, batch_size: int = 16) -> tuple[Tensor, Tensor]:
-        """Images ``(B, 3, H, W)`` -> image scores ``(B,)`` and pixel maps ``(B, H, W)`` (CPU)."""
+    def predict(self, images: Tensor, batch_size: int = 16,
+                output_size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+        """Images ``(B, 3, H, W)`` -> image scores ``(B,)`` and pixel maps ``(B, H', W')`` (CPU).
+
+        ``output_size`` ``(H', W')``: the size the token map is upsampled to before the blur,
+        e.g. the ground truth's own size (the paper's evaluation); None: the input's ``(H, W)``.
+        """
         scores, maps = [], []
         t0 = time.perf_counter()
         for x in images.split(batch_size):
             residuals = self.memory.match_features(self._features(x), self.config.residual).residuals
             tokens = self.token_map(residuals).unsqueeze(1)  # (b, 1, h, w)
-            up = F.interpolate(tokens, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            if self.config.sigma > 0:
-                radius = int(4 * self.config.sigma + 0.5)
-                up = gaussian_blur(up, kernel_size=2 * radius + 1, sigma=self.config.sigma)
+            up = upsample_and_smooth(tokens, output_size or tuple(x.shape[-2:]), self.config.sigma)
             maps.append(up[:, 0].cpu())
             scores.append(up.flatten(1).amax(1).cpu())
         self.timings["predict"] = time.perf_counter() - t0
         return torch.cat(scores), torch.cat(maps)
+
+
+def upsample_and_smooth(maps: Tensor, size: tuple[int, int], sigma: float = 4.0) -> Tensor:
+    """Score maps ``(B, 1, h, w)`` -> bilinear to ``size`` ``(H, W)``, then a Gaussian of ``sigma`` pixels."""
+    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    if sigma > 0:
+        radius = int(4 * sigma + 0.5)
+        up = gaussian_blur(up, kernel_size=2 * radius + 1, sigma=sigma)
+    return up

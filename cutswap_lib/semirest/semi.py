@@ -3,29 +3,34 @@
 SemiREST Sec. 3.3-3.4 and Fig. 3. Taught in ``notebooks/06_mixmatch_boxes.ipynb``. The
 model is first trained unsupervised (:meth:`.model.SemiREST.fit`: normal images and
 synthetic anomalies, focal loss). :func:`finetune_with_boxes` then continues from its
-averaged weights with both parts of Fig. 3 in every iteration:
+averaged weights with both parts of Fig. 3 in every iteration, at the semi-supervised
+setting's hyper-parameters (:class:`.mixmatch.MixMatchConfig`, Sec. 4.2):
 
 * the full-supervision part (blue): ``b1`` normal and ``b2`` synthetic images, a fraction
-  ``p`` of their windows, focal loss Eq. (11);
+  ``p`` of their windows, focal loss Eq. (11); the synthetic anomalies are labelled at the
+  semi setting's eps+ / eps- (25 % / 8 %), not the unsupervised 50 %;
 * the semi-supervision part (red): ``b3`` box-labelled images, the same fraction of their
   windows, :func:`.mixmatch.mixmatch_loss` (Algorithm 1) with ``lambda_u`` ramped over
-  400 steps;
+  ``ramp_steps`` (400 in the paper), which must end inside the fine-tune;
 
-AdamW at the semi-supervised learning rate (3e-5), a fresh exponential moving average of
-the weights as the final model. Block labels of the boxed images come from Eq. (15)
-(:func:`.boxes.box_block_labels`).
+token dropout (alpha, Eq. 13) on both parts, AdamW at the semi-supervised learning rate
+(3e-5), and a weight average (:mod:`.ema`, with warm-up) that starts from the unsupervised
+model's weights, so that after the fine-tune almost nothing of the starting point is left
+in the evaluated model. Block labels of the boxed images come from Eq. (15)
+(:func:`.boxes.box_block_labels`). :func:`semi_copy` gives the fine-tune its own Swin
+while sharing the (large) memory bank and pools with the unsupervised model.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .boxes import box_block_labels
-from .losses import focal_loss
+from .ema import warmup_ema
 from .mixmatch import MixMatchConfig, mixmatch_loss
 from .model import SemiREST
 from .token_augment import token_dropout
@@ -39,44 +44,51 @@ def add_box_pool(model: SemiREST, images: Tensor, pixel_labels: Tensor, upsilon:
         raise ValueError(f"images {tuple(images.shape)} and pixel labels {tuple(pixel_labels.shape)} do not match")
     features = model._features(images)  # (B, d, h, w)
     labels = box_block_labels(pixel_labels, tuple(features.shape[-2:]), upsilon)  # (B, h, w) Eq. (15)
-    model.pools["box"] = model._pool(features, None, torch.full((len(images),), -1),
-                                     model.config.eps_plus, labels=labels.to(model.device))
+    model.pools["box"] = model._pool(images, features, None, torch.full((len(images),), -1), labels=labels)
+
+
+def semi_copy(model: SemiREST) -> SemiREST:
+    """A copy of a fitted model to fine-tune: memory bank and pools shared, Swin and weight average its own."""
+    if model.ema is None:
+        raise RuntimeError("semi_copy copies a fitted model: call model.fit() first")
+    other = copy.copy(model)
+    other.pools = dict(model.pools)  # the box pool is added to the copy only
+    other.model = copy.deepcopy(model.ema.module)
+    other.ema = None
+    other.timings = dict(model.timings)
+    return other
 
 
 def finetune_with_boxes(model: SemiREST, images: Tensor, pixel_labels: Tensor,
                         config: MixMatchConfig | None = None, progress: bool = True) -> list[dict]:
-    """Fine-tune a fitted :class:`SemiREST` with box-labelled images (Fig. 3, red + blue); returns the history."""
-    cfg = config or MixMatchConfig()
-    if model.ema is None:
+    """Fine-tune a fitted :class:`SemiREST` in place with box-labelled images (Fig. 3, red + blue); returns the history.
+
+    Use :func:`semi_copy` first to keep the unsupervised model as it is.
+    """
+    cfg = (config or MixMatchConfig()).validate()
+    if model.model is None:
         raise RuntimeError("finetune_with_boxes continues from the unsupervised model: call model.fit() first")
     add_box_pool(model, images, pixel_labels, cfg.upsilon)
-    model.model.load_state_dict(model.ema.module.state_dict())  # start from the averaged weights
-    model.ema = AveragedModel(model.model, multi_avg_fn=get_ema_multi_avg_fn(model.config.ema_decay))
+    if model.ema is not None:
+        model.model.load_state_dict(model.ema.module.state_dict())  # start from the averaged weights
+    model.ema = warmup_ema(model.model, model.config.ema_decay, model.config.ema_warmup)
+    model.label_eps = (cfg.eps_plus, cfg.eps_minus)  # synthetic anomalies at the semi setting's thresholds
     optimizer = torch.optim.AdamW(model.model.parameters(), lr=cfg.lr, weight_decay=model.config.weight_decay)
     gen = torch.Generator(device=model.device).manual_seed(model.config.seed + 2)
     box_pool = model.pools["box"]
     history = []
     t0 = time.perf_counter()
     for step in tqdm(range(cfg.iterations), desc="MixMatch fine-tuning", disable=not progress):
-        model.model.train()
         windows, labels = model._sample_windows(gen, {"normal": cfg.b1, "synthetic": cfg.b2}, cfg.window_fraction)
-        loss_f = focal_loss(model.model(token_dropout(windows, model.config.dropout, gen)), labels,
-                            model.config.focal_alpha, model.config.focal_gamma)  # blue part, Eq. (11)
-        index, corners = model._draw(box_pool, cfg.b3, cfg.window_fraction, gen)
-        copies, box_labels = [], None
-        for _ in range(cfg.copies):  # M k-NN augmentations of the same windows, Eq. (12)
-            w, box_labels = model.windows_from_pool(box_pool, index, corners, gen)
-            copies.append(w)
-        loss_mix, parts = mixmatch_loss(model.model, copies, box_labels, cfg, step, gen, model.config.dropout)
-        loss = loss_f + loss_mix
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if model.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.model.parameters(), model.config.grad_clip)
-        optimizer.step()
-        model.ema.update_parameters(model.model)
-        history.append({"iteration": step + 1, "loss": loss.item(), "loss_focal": loss_f.item(),
-                        "loss_x": parts["loss_x"], "loss_u": parts["loss_u"], "lambda_u": parts["lambda_u"]})
+
+        def semi_part(step=step):  # red part of Fig. 3: M k-NN augmentations of the same boxed windows, Eq. (12)
+            index, corners = model._draw(box_pool, cfg.b3, cfg.window_fraction, gen)
+            pairs = [model.windows_from_pool(box_pool, index, corners, gen) for _ in range(cfg.copies)]
+            loss, parts = mixmatch_loss(model.model, [w for w, _ in pairs], pairs[0][1], cfg, step, gen, cfg.dropout)
+            return loss, {"loss_x": parts["loss_x"], "loss_u": parts["loss_u"], "lambda_u": parts["lambda_u"]}
+
+        record = model.train_step(optimizer, token_dropout(windows, cfg.dropout, gen), labels, semi_part)
+        history.append({"iteration": step + 1, **record})
     model.timings["finetune_boxes"] = time.perf_counter() - t0
     model.history_semi = history
     return history
