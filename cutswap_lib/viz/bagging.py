@@ -36,7 +36,7 @@ __all__ = ["moving_average", "window_on_grid", "show_sliding_windows", "show_win
            "show_distance_histograms", "show_token_dropout", "show_focal_loss_curves",
            "show_semirest_history", "show_window_vs_bagged"]
 
-LABEL_COLOURS = ListedColormap(["#bdbdbd", "#f7f7f7", "#d62728"])  # IGNORE (-1), normal (0), anomalous (1)
+LABEL_COLOURS = ListedColormap(["#bdbdbd", "#f7f7f7", "#d62728"])  # IGNORE (-100, below vmin: grey), normal (0), anomalous (1)
 
 
 # --------------------------------------------------------------------------- helpers
