@@ -12,15 +12,20 @@ Sub-commands (``python -m cutswap_lib <command> --help`` for each):
 * ``semirest-table``: SemiREST's Tables 1-5 (unsupervised, supervised and semi-supervised
   columns, PatchCore on the same backbone beside it) and, with ``--ablation``, Table 6, per
   dataset and category, with the paper's numbers alongside.
+* ``patchcore``: PatchCore on your own images, in MVTec layout (``--data-root DIR``, with or
+  without ``ground_truth/``) or as plain folders (``--good DIR --test DIR``, optional
+  ``--masks DIR``): the table where labels are known, per-image scores (CSV), anomaly-map
+  overlays, and with ``--save`` / ``--load`` a fitted model to score more images later.
 
 This module only parses arguments; the work is in :mod:`cutswap_lib.runs` (``toy``,
-``cutswap_tables``, ``semirest_tables``).
+``cutswap_tables``, ``semirest_tables``, ``patchcore_folder``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -30,10 +35,31 @@ from .config import PROFILES, data_root, get_profile, results_root, toy_root
 from .data import DATASETS, TOY_CATEGORIES
 from .data import DatasetError
 from .files import FolderLockedError
-from .runs import cutswap_tables, semirest_tables, toy
+from .runs import cutswap_tables, patchcore_folder, semirest_tables, toy
 from .runs.checks import MIN_IMAGE_SIZE
+from .runs.results import format_results_table
+from .weights import BACKBONES
 
-COMMANDS = ("toy", "gallery", "cutswap-table", "semirest-table")
+COMMANDS = ("toy", "gallery", "cutswap-table", "semirest-table", "patchcore")
+
+
+PATCHCORE_HELP = """\
+PatchCore on your own images, in one of two forms:
+
+  MVTec layout   --data-root DIR [--categories C ...]
+                 DIR/C/train/good/*   normal images to fit on
+                 DIR/C/test/<type>/*  images to score; labels from the folders (good: 0, other: 1)
+                 DIR/C/ground_truth/<type>/<stem>_mask.png  optional; then every defect image needs one
+                 (without ground_truth/: image-level metrics only)
+  plain folders  --good DIR --test DIR [--masks DIR]
+                 without --masks: no labels, so scores and maps only; with --masks, a test image
+                 without a mask file counts as normal (all-zero mask) and is named in a warning
+
+Prints the table (image AUROC where labels are known; pixel AUROC, pixel AP and AUPRO where masks
+are) and writes scores.csv, metrics.csv and maps/<type>/<stem>.png under --results/<category or
+'folder'>. --save FILE keeps the fitted model; --load FILE scores --test (or a category's test
+split) with it later, without refitting.
+"""
 
 
 # --------------------------------------------------------------------------- argument types
@@ -80,10 +106,10 @@ class UsageError(Exception):
     """A bad argument found after parsing (device, folder, combination): one line, exit 2."""
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, results_help: str = "output folder (default: results/)") -> None:
     p.add_argument("--profile", choices=sorted(PROFILES), default=None,
                    help="sizes to use (default: $CUTSWAP_PROFILE, else 'default')")
-    p.add_argument("--results", type=Path, default=None, help="output folder (default: results/)")
+    p.add_argument("--results", type=Path, default=None, help=results_help)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -164,15 +190,60 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_positive_int, default=None,
                    help="training iterations (default: the profile's)")
     p.add_argument("--image-size", type=_image_size, default=None, help="default: 512 (224 with --small)")
+    p.add_argument("--finetune-iterations", type=_positive_int, default=None,
+                   help="semi-supervised fine-tune iterations (default: 800; 400 with --small); with --iterations "
+                        "alone the fine-tune gets as many, and the lambda_u ramp then spans its first half")
     p.add_argument("--coreset-ratio", type=_fraction, default=None,
-                   help="memory bank fraction in (0, 1] (default 0.1; the paper uses 0.001 on KSDD2)")
+                   help="memory bank fraction in (0, 1] (default: the dataset's protocol, 0.1; 0.001 on KSDD2)")
     p.add_argument("--labelled", type=_positive_int, default=None,
-                   help="anomalous test images moved to training in the supervised setting (default 10)")
+                   help="labelled defective images of the supervised and semi settings (default 10): from the "
+                        "test set, removed from it (MVTec AD, BTAD, toy), or from train_defect/ (KSDD2)")
+    p.add_argument("--eval-size", choices=["native", "square"], default="native",
+                   help="compare maps with the masks at their own size (native, the paper's) or at --image-size")
+    p.add_argument("--position-spacing", choices=["paper", "mae"], default="paper",
+                   help="Eq. 3's frequencies: as printed (paper, 10000^(8k/d)) or MAE's, as the authors' code (mae)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print one JSON line per category and setting (images, labelled paths, the protocol's "
+                        "hyper-parameters) and exit without training")
     p.add_argument("--seeds", type=_nonnegative_int, nargs="+", default=None, help="default: 0")
     p.add_argument("--boxes", default=None, metavar="FILE",
                    help="box file in each category folder (notebook 06's widget writes boxes.json): the "
                         "supervised and semi-supervised settings label the images it names, with its boxes "
                         "(default: --labelled seeded images, one tight box around each mask region)")
+    p = sub.add_parser("patchcore", help="PatchCore on your own folder of images",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=PATCHCORE_HELP)
+    _common(p, results_help="output folder, one subfolder per category (or 'folder' for --good/--test) "
+                            "(default: results/patchcore)")
+    p.add_argument("--data-root", type=Path, default=None, metavar="DIR",
+                   help="MVTec layout: DIR/<category>/train/good/, DIR/<category>/test/<type>/ and optionally "
+                        "DIR/<category>/ground_truth/<type>/<stem>_mask.png")
+    p.add_argument("--categories", nargs="+", default=None,
+                   help="categories under --data-root (default: every folder there with train/ or test/)")
+    p.add_argument("--good", type=Path, default=None, metavar="DIR", help="a folder of normal images to fit on")
+    p.add_argument("--test", type=Path, default=None, metavar="DIR", help="a folder of images to score")
+    p.add_argument("--masks", type=Path, default=None, metavar="DIR",
+                   help="a mask per --test image, found by stem (<stem>_mask.<ext> or <stem>.<ext>); a test image "
+                        "without one counts as normal (all-zero mask) and is named in a warning; an image's label "
+                        "is whether its mask marks any pixel")
+    p.add_argument("--backbone", choices=BACKBONES, default=None,
+                   help="network (default: resnet18; with ImageNet weights offline, efficientnet_lite0 runs "
+                        "instead and a line says so)")
+    p.add_argument("--weights", choices=["imagenet", "random"], default=None,
+                   help="imagenet (default) or random (untrained, seeded by --seed)")
+    p.add_argument("--layers", nargs="+", default=None, help="levels of the network (default: its PatchCore levels)")
+    p.add_argument("--coreset-ratio", type=_fraction, default=None,
+                   help="memory bank fraction in (0, 1] (default: the profile's, 0.1)")
+    p.add_argument("--image-size", type=_image_size, default=None,
+                   help="side images are resized to (default: the profile's: 224, 64 with --profile fast)")
+    p.add_argument("--seed", type=_nonnegative_int, default=None, help="random init and coreset start (default: 0)")
+    p.add_argument("--overlays", type=_nonnegative_int, default=None, metavar="N",
+                   help="write overlay PNGs for the N highest-scoring test images (default: every one; 0: none)")
+    p.add_argument("--save", type=Path, default=None, metavar="FILE",
+                   help="save the fitted model (memory bank, settings, network) to FILE (one category)")
+    p.add_argument("--load", type=Path, default=None, metavar="FILE",
+                   help="score with a model saved by --save instead of fitting (no --good, --backbone, "
+                        "--weights, --layers, --coreset-ratio, --image-size, --seed: they come from FILE)")
     return parser
 
 
@@ -269,16 +340,24 @@ def _semirest_table(args, profile) -> int:
     settings.seeds = tuple(_unique("--seeds", args.seeds)) if args.seeds is not None else settings.seeds
     settings.n_labelled = args.labelled if args.labelled is not None else settings.n_labelled
     settings.box_file = args.boxes
+    settings.eval_size, settings.position_spacing = args.eval_size, args.position_spacing
     if args.iterations is not None:
         settings.config = dataclasses.replace(settings.config, iterations=args.iterations)
-        settings.mixmatch = dataclasses.replace(settings.mixmatch, iterations=args.iterations)
+    finetune = args.finetune_iterations or args.iterations
+    if finetune is not None:
+        ramp = settings.mixmatch.ramp_steps if finetune > settings.mixmatch.ramp_steps else finetune // 2
+        settings.mixmatch = dataclasses.replace(settings.mixmatch, iterations=finetune, ramp_steps=ramp)
     setting_names = tuple(_unique("--settings", args.settings))
     settings.validate()
     found = _dataset_root(args, profile)
     if found is None:
         return 2
     root, categories = found
-    semirest_tables.check_semirest_run(root, categories, settings, setting_names)
+    semirest_tables.check_semirest_run(root, categories, settings, setting_names, args.dataset)
+    if args.dry_run:
+        for line in semirest_tables.plan_semirest(args.dataset, root, categories, settings, setting_names):
+            print(json.dumps(line))
+        return 0
     args.started = True  # checks done: what fails from here on is not an argument
     print(f"SemiREST tables on {args.dataset} ({len(categories)} categories, {settings})")
     t0 = time.perf_counter()
@@ -288,6 +367,63 @@ def _semirest_table(args, profile) -> int:
     print()
     print(semirest_tables.semirest_layout(rows))
     print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _patchcore(args, profile) -> int:
+    plain = args.good is not None or args.test is not None
+    if plain and (args.data_root is not None or args.categories):
+        raise UsageError("give --data-root (MVTec layout) or --good / --test folders, not both")
+    if not plain and args.data_root is None:
+        raise UsageError("say where the images are: --data-root DIR (MVTec layout: DIR/<category>/train/good/, "
+                         "DIR/<category>/test/<type>/) or --good DIR --test DIR")
+    if args.masks is not None and args.test is None:
+        raise UsageError("--masks needs --test (the masks belong to the test images)")
+    if args.load is not None:
+        fixed = [flag for flag in ("good", "backbone", "weights", "layers", "coreset_ratio", "image_size", "seed",
+                                   "save") if getattr(args, flag) is not None]
+        if fixed:
+            raise UsageError(f"--load {args.load}: --{fixed[0].replace('_', '-')} comes from the model file "
+                             f"(or is not needed to score); leave it out")
+    elif args.good is None and args.test is not None:
+        raise UsageError("--test needs --good DIR (normal images to fit on) or --load FILE (a model saved with --save)")
+    elif args.test is None and plain and args.save is None:
+        raise UsageError("--good without --test has nothing to score: add --test DIR, or --save FILE to keep the model")
+    if args.save is not None and args.save.is_dir():
+        raise UsageError(f"--save {args.save} is a folder; give a file name, e.g. {args.save / 'patchcore.pt'}")
+    categories = _unique("--categories", args.categories) if args.categories else None
+    jobs = patchcore_folder.input_sets(data_root=args.data_root, categories=categories, good=args.good,
+                                       test=args.test, masks=args.masks, fit=args.load is None)
+    if (args.save or args.load) and len(jobs) > 1:
+        raise UsageError(f"--save / --load hold the model of one category; name one with --categories "
+                         f"(found {' '.join(name for name, _, _ in jobs)})")
+    settings = patchcore_folder.FolderSettings(
+        backbone=args.backbone or "resnet18", weights=args.weights or "imagenet",
+        layers=tuple(args.layers) if args.layers else None,
+        coreset_ratio=args.coreset_ratio or profile.coreset_ratio, image_size=args.image_size or profile.image_size,
+        seed=args.seed or 0)
+    fitted = network = None
+    if args.load is not None:
+        fitted = patchcore_folder.load_model(args.load, device=args.device, progress=not args.no_progress)
+        print(f"model {args.load}: {fitted.backbone} ({fitted.weights}) {' '.join(fitted.layers)}, "
+              f"{fitted.image_size} px, coreset {fitted.coreset_ratio}, fitted on {fitted.n_train} images of "
+              f"{fitted.trained_on}")
+    else:
+        network = patchcore_folder.choose_network(settings)
+        print(f"PatchCore: {network[0]} ({'ImageNet' if network[1] else 'random init, seed ' + str(settings.seed)}), "
+              f"{settings.image_size} px, coreset {settings.coreset_ratio}")
+    args.started = True  # checks done: what fails from here on is not an argument
+    t0 = time.perf_counter()
+    rows = []
+    for name, train, test in jobs:
+        row, _ = patchcore_folder.run_patchcore_folder(
+            name, test, args.results / name, train=train, settings=settings, fitted=fitted, network=network,
+            save=args.save, overlays=args.overlays, device=args.device, progress=not args.no_progress)
+        rows.append(row)
+    print()
+    print(format_results_table(rows, ["name", "backbone", "weights", "image_size", "n_train", "n_test",
+                                      "image_auroc", "pixel_auroc", "pixel_ap", "aupro"]))
+    print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -346,10 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help (0) or a bad argument (2, its line already printed)
         return int(stop.code or 0)
     run = {"toy": _toy, "gallery": _gallery, "cutswap-table": _cutswap_table,
-           "semirest-table": _semirest_table}[args.command]
+           "semirest-table": _semirest_table, "patchcore": _patchcore}[args.command]
     try:  # every check below happens before any work; each failure is one line and exit 2
         profile = get_profile(args.profile)
-        args.results = _check_results(args.results or results_root())
+        default_results = results_root() / "patchcore" if args.command == "patchcore" else results_root()
+        args.results = _check_results(args.results or default_results)
         _check_device(args.device)
         if args.command in ("toy", "gallery"):
             args.categories = _unique("--categories", args.categories)
