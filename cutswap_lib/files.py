@@ -39,6 +39,7 @@ def atomic_write(path, mode: str = "w", **open_kwargs):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file gets the usual mode (0644)
     try:
         with os.fdopen(fd, mode, **open_kwargs) as fh:
             yield fh
@@ -49,6 +50,12 @@ def atomic_write(path, mode: str = "w", **open_kwargs):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -46,3 +46,11 @@ def test_a_lock_of_a_process_that_is_gone_is_taken_over(tmp_path):
         lock = FolderLock(tmp_path).acquire()
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     lock.release()
+
+
+def test_atomic_write_gives_the_file_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import os
+    path = atomic_write_text(tmp_path / "out.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
