@@ -1,5 +1,6 @@
 # The README's commands: `make run` (main job), `make test` (whole suite), `make lab` (the notebooks in
 # JupyterLab) and `make test-colab` (the whole suite again, with Colab's package versions).
+# `make book` executes the notebooks into a static HTML site in _book/; `make book-check` opens it in headless Chromium.
 # Each builds its virtual environment from nothing but python3.
 PYTHON ?= python3
 VENV   := .venv
@@ -18,7 +19,7 @@ COLAB_VERSIONS := .ci/colab-versions.txt
 COLAB_HOME     := $(CURDIR)/.cache/colab-home
 KEY_PACKAGES   := torch|torchvision|numpy|scipy|scikit-learn|opencv-python-headless|ipywidgets|ipykernel|faiss-cpu|grad-cam|ipyevents
 
-.PHONY: run test lab test-colab bench clean
+.PHONY: run test lab test-colab bench clean book book-check gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +52,26 @@ $(COLAB_VENV)/.installed: pyproject.toml $(COLAB_VERSIONS) colab/setup_cell.py c
 test-colab: $(COLAB_VENV)/.installed
 	CUTSWAP_HOME=$(COLAB_HOME) CUTSWAP_PROFILE=fast MPLBACKEND=Agg $(COLAB_PY) -m pytest --nbval-lax tests notebooks
 
+# `make book`: every notebook executed under PROFILE (default `default`: about 50 min on 2 cores; `make book
+# PROFILE=fast` takes minutes), at most BOOK_TIMEOUT seconds each, rendered with its figures into _book/
+# (tools/book.py; the committed notebooks stay without outputs). `make book-check` opens _book/'s index and a
+# chapter in headless Chromium and checks that they load and their figures decode (tools/book_check.py;
+# Chromium: `apt-get install -y chromium` on Debian). `make test` needs neither.
+PROFILE      ?= default
+BOOK_TIMEOUT ?= 3600
+
+book: $(VENV)/.installed
+	$(PY) tools/book.py --profile $(PROFILE) --timeout $(BOOK_TIMEOUT)
+
+book-check: $(VENV)/.installed
+	$(PY) tools/book_check.py
+
 bench: $(VENV)/.installed
 	$(PY) tests/benchmarks/bench_patchcore.py
+
+# The papers' sizes on one CUDA GPU in under 8 minutes (tests/gpu_check.py; without CUDA it says so).
+gpu-check: $(VENV)/.installed
+	CUTSWAP_PROFILE=fast MPLBACKEND=Agg $(PY) tests/gpu_check.py
 
 clean:
 	rm -rf $(VENV) $(COLAB_VENV) results data/toy_* .cache

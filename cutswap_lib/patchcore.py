@@ -17,8 +17,13 @@ Choices, following the official code (amazon-science/patchcore-inspection) unles
   (halving the memory read per iteration, the bottleneck there) while distances are
   formed in float32; ``tests/benchmarks/bench_patchcore.py`` measures both the speed and
   the effect on AUROC.
-* **Search**: faiss ``IndexFlatL2`` on the CPU, chunked ``torch.cdist`` on a GPU.
-  Scores are Euclidean distances (the square root of faiss's squared ones).
+* **Search**: faiss ``IndexFlatL2`` for a float32 bank on the CPU; otherwise (a GPU, or a
+  float16 bank) an exact search by blocks of queries x bank rows, written by hand so that
+  no block outgrows 64 MiB and a float16 bank is read in float32 one block at a time.
+  Scores are Euclidean distances (the square root of the squared ones).
+* **Memory** (the course's choices; the paper does not discuss them): training images are
+  embedded a batch at a time and only their patch rows kept; the bank is float16 once it
+  would pass ``half_bank_mb`` (512 MiB) in float32 (``bank_dtype``, see :class:`PatchCore`).
 * **Image score** (Eq. 7): the largest patch score, re-weighted by how isolated its
   nearest memory feature m* is: ``s = (1 - softmax(d(m_test, N_b(m*)))[m*]) * s*``
   where N_b(m*) are the ``num_neighbors`` memory features nearest to m*. The softmax
@@ -68,14 +73,88 @@ def locally_aware_patch_features(levels: dict[str, Tensor], feature_dim: int | N
     return feats
 
 
+# --------------------------------------------------------------------------- storage
+BANK_DTYPES = ("auto", "float32", "float16")
+HALF_BANK_MB = 512.0  # bank_dtype="auto": float16 once the rows would pass this many MiB in float32
+ROW_CHUNK = 65_536  # rows per step where a whole bank is projected, normed or copied
+QUERY_CHUNK = 4096  # queries per block of the chunked search
+BANK_CHUNK = 4096  # bank rows per block: a block is at most 4096 x 4096 float32 distances (64 MiB)
+
+
+def bank_storage_dtype(bank_dtype: str, n_rows: int, dim: int, half_bank_mb: float = HALF_BANK_MB) -> torch.dtype:
+    """The dtype ``n_rows x dim`` bank rows are kept in: ``bank_dtype`` "float32" / "float16", or
+    "auto": float16 when the float32 rows would take more than ``half_bank_mb`` MiB."""
+    if bank_dtype not in BANK_DTYPES:
+        raise ValueError(f"bank_dtype must be one of {BANK_DTYPES}, got {bank_dtype!r}")
+    if bank_dtype == "auto":
+        return torch.float16 if n_rows * dim * 4 > half_bank_mb * 2**20 else torch.float32
+    return getattr(torch, bank_dtype)
+
+
+class RowChunks:
+    """Rows ``(N, D)`` that arrive in blocks, kept as those blocks (no copy of the whole bank).
+
+    The blocks are stored in :func:`bank_storage_dtype`'s dtype for the rows seen so far: with
+    "auto" they are float32 until their float32 size passes ``half_bank_mb``, then every block
+    (the earlier ones too, which are smaller than that) is float16. :meth:`take` gathers
+    rows by index and :meth:`concat` joins the blocks, freeing each as it is copied.
+    """
+
+    def __init__(self, bank_dtype: str = "auto", half_bank_mb: float = HALF_BANK_MB):
+        bank_storage_dtype(bank_dtype, 0, 0)  # check the name now
+        self.bank_dtype, self.half_bank_mb = bank_dtype, half_bank_mb
+        self.blocks: list[Tensor] = []
+        self.rows = 0
+
+    def append(self, rows: Tensor) -> None:
+        """Add a block ``(n, D)``."""
+        self.rows += rows.shape[0]
+        dtype = bank_storage_dtype(self.bank_dtype, self.rows, rows.shape[1], self.half_bank_mb)
+        if self.blocks and self.blocks[0].dtype != dtype:
+            self.blocks = [b.to(dtype) for b in self.blocks]
+        self.blocks.append(rows.to(dtype))
+
+    def take(self, index: Tensor) -> Tensor:
+        """Rows ``(T, D)`` at ``index`` ``(T,)``, in that order."""
+        first = self.blocks[0]
+        out = torch.empty(len(index), first.shape[1], dtype=first.dtype, device=first.device)
+        index = index.to(first.device)
+        start = 0
+        for block in self.blocks:
+            inside = (index >= start) & (index < start + len(block))  # (T,)
+            out[inside] = block[index[inside] - start]
+            start += len(block)
+        return out
+
+    def concat(self) -> Tensor:
+        """All rows ``(N, D)``; the blocks are released (peak: the bank plus one block)."""
+        if len(self.blocks) == 1:
+            return self.blocks.pop()
+        first = self.blocks[0]
+        out = torch.empty(self.rows, first.shape[1], dtype=first.dtype, device=first.device)
+        start = 0
+        while self.blocks:
+            block = self.blocks.pop(0)
+            out[start:start + len(block)] = block
+            start += len(block)
+        return out
+
+
+def _row_blocks(features, chunk: int) -> list[Tensor]:
+    """A tensor ``(N, D)`` or a list of row blocks -> row blocks (views) of at most ``chunk`` rows."""
+    blocks = [features] if isinstance(features, Tensor) else list(features)
+    return [b[i:i + chunk] for b in blocks for i in range(0, b.shape[0], chunk)]
+
+
 # --------------------------------------------------------------------------- coreset
 def greedy_coreset(
-    features: Tensor,
+    features,
     n_select: int,
     projection_dim: int | None = 128,
     seed: int = 0,
     half_precision: bool | None = None,
     progress: bool = True,
+    chunk: int = ROW_CHUNK,
 ) -> Tensor:
     """Greedy k-center coreset: indices ``(n_select,)`` of rows of ``features`` ``(N, D)``.
 
@@ -83,6 +162,13 @@ def greedy_coreset(
     farthest from everything selected so far. Distances are computed on a random
     Gaussian projection to ``projection_dim`` dims (None: no projection). Runs on the
     device of ``features``; each iteration reads the projected matrix once.
+    ``features`` may also be a list of row blocks ``(N_i, D)`` (a bank still in the
+    blocks it was embedded in, :class:`RowChunks`), in any dtype.
+
+    Memory: the projected, centred matrix ``(N, k)`` (k = ``projection_dim``, or D) and a
+    few ``(N,)`` vectors; no ``N x n_select`` distance matrix is ever formed, and the
+    projection runs ``chunk`` rows at a time in float32, so a float16 bank is never copied
+    whole to float32. ``chunk`` does not change the result.
 
     ``half_precision`` stores that matrix in float16 (distances still in float32).
     None (auto) does so on a CPU when the float32 matrix exceeds 32 MiB: then the
@@ -90,21 +176,36 @@ def greedy_coreset(
     (measured 2.8x faster for 156,800 x 128 here), while a matrix that fits in cache is
     faster in float32 (``tests/benchmarks/bench_patchcore.py`` prints both).
     """
-    n = features.shape[0]
+    blocks = _row_blocks(features, chunk)
+    n, dim, device = sum(b.shape[0] for b in blocks), blocks[0].shape[1], blocks[0].device
     if not 0 < n_select <= n:
         raise ValueError(f"n_select must be in [1, {n}], got {n_select}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    feats = features.float()
-    if projection_dim is not None and projection_dim < feats.shape[1]:
-        proj = torch.randn(feats.shape[1], projection_dim, generator=gen) / math.sqrt(projection_dim)
-        feats = feats @ proj.to(feats.device)  # (N, k)
-    feats = feats - feats.mean(0, keepdim=True)  # centring shrinks norms: less cancellation below
+    proj = None
+    if projection_dim is not None and projection_dim < dim:
+        proj = (torch.randn(dim, projection_dim, generator=gen) / math.sqrt(projection_dim)).to(device)
+    k = dim if proj is None else projection_dim
+
+    def project(block: Tensor) -> Tensor:  # (n_i, D) -> (n_i, k) float32
+        return block.float() @ proj if proj is not None else block.float()
+
     if half_precision is None:
-        half_precision = feats.device.type == "cpu" and feats.numel() * 4 > 32 * 2**20
-    if half_precision:
-        feats = feats.half()
-    sq_norms = (feats.float() ** 2).sum(1)  # (N,)
-    min_dist = torch.full((n,), float("inf"), device=feats.device)
+        half_precision = device.type == "cpu" and n * k * 4 > 32 * 2**20
+    feats = torch.empty(n, k, device=device, dtype=torch.float16 if half_precision else torch.float32)
+    if half_precision:  # two passes: the column mean first, so that no float32 (N, k) copy exists
+        mean = sum(project(b).double().sum(0) for b in blocks).div(n).float()  # (k,)
+        start = 0
+        for b in blocks:
+            feats[start:start + len(b)] = project(b) - mean  # centring shrinks norms: less cancellation below
+            start += len(b)
+    else:
+        start = 0
+        for b in blocks:
+            feats[start:start + len(b)] = project(b)
+            start += len(b)
+        feats -= feats.mean(0, keepdim=True)  # (N, k) centred
+    sq_norms = torch.cat([(f.float() ** 2).sum(1) for f in feats.split(chunk)])  # (N,)
+    min_dist = torch.full((n,), float("inf"), device=device)
     selected = torch.empty(n_select, dtype=torch.long)
     idx = int(torch.randint(n, (1,), generator=gen))
     for i in tqdm(range(n_select), desc="coreset", disable=not progress, mininterval=1.0):
@@ -113,7 +214,7 @@ def greedy_coreset(
         dist = sq_norms - 2 * torch.mv(feats, feats[idx]).float() + sq_norms[idx]  # (N,)
         torch.minimum(min_dist, dist, out=min_dist)
         idx = int(torch.argmax(min_dist))
-    return selected.to(features.device)
+    return selected.to(device)
 
 
 def coreset_indices(bank: Tensor, ratio: float | None, projection_dim: int | None = 128,
@@ -141,6 +242,7 @@ def coreset_subsample(bank: Tensor, ratio: float | None, projection_dim: int | N
 
 # --------------------------------------------------------------------------- search
 _INDEX_CACHE: dict = {}  # the last bank's faiss index: (bank tensor, its version) -> index
+KNN_BACKENDS = ("auto", "faiss", "torch")
 
 
 def _faiss_index(bank: Tensor):
@@ -163,25 +265,68 @@ def _faiss_index(bank: Tensor):
     return index
 
 
-def nearest_neighbors(queries: Tensor, bank: Tensor, k: int = 1, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+def _chunked_knn(queries: Tensor, bank: Tensor, k: int, chunk: int, bank_chunk: int) -> tuple[Tensor, Tensor]:
+    """Exact k-NN by blocks of ``chunk`` queries x ``bank_chunk`` rows, distances in float32 per block.
+
+    Written by hand (the search faiss does, for banks faiss would have to copy to float32):
+    ``|q - b|^2 = |q|^2 - 2 q.b + |b|^2`` per block, a running top-k across the bank's
+    blocks; peak memory is one block of distances plus one float32 copy of a bank block.
+    """
+    with torch.autocast(bank.device.type, enabled=False):  # float32 even inside a caller's autocast
+        return _chunked_knn_fp32(queries, bank, k, chunk, bank_chunk)
+
+
+def _chunked_knn_fp32(queries: Tensor, bank: Tensor, k: int, chunk: int, bank_chunk: int) -> tuple[Tensor, Tensor]:
+    device, m = bank.device, bank.shape[0]
+    b_sq = torch.cat([(b.float() ** 2).sum(1) for b in bank.split(bank_chunk)])  # (M,)
+    dists, idxs = [], []
+    for q in queries.split(chunk):
+        q = q.to(device, torch.float32)  # (q, D)
+        q_sq = (q ** 2).sum(1, keepdim=True)  # (q, 1)
+        best_d = best_i = None
+        for start in range(0, m, bank_chunk):
+            b = bank[start:start + bank_chunk].float()  # (m_c, D) float32, this block only
+            d2 = torch.addmm(b_sq[start:start + len(b)], q, b.T, alpha=-2).add_(q_sq)  # (q, m_c) squared
+            if k == 1:
+                d, i = d2.min(dim=1, keepdim=True)  # (q, 1)
+            else:
+                d, i = d2.topk(min(k, len(b)), dim=1, largest=False)  # (q, k_c)
+            i = i + start
+            if best_d is not None:
+                d, i = torch.cat([best_d, d], 1), torch.cat([best_i, i], 1)  # (q, k + k_c)
+                if k == 1:
+                    d, pick = d.min(dim=1, keepdim=True)
+                else:
+                    d, pick = d.topk(k, dim=1, largest=False)
+                i = i.gather(1, pick)
+            best_d, best_i = d, i
+        dists.append(best_d.clamp_min_(0).sqrt_())
+        idxs.append(best_i)
+    return torch.cat(dists), torch.cat(idxs)
+
+
+def nearest_neighbors(queries: Tensor, bank: Tensor, k: int = 1, chunk: int = QUERY_CHUNK,
+                      bank_chunk: int = BANK_CHUNK, backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Euclidean k-NN of ``queries`` ``(Q, D)`` in ``bank`` ``(M, D)`` -> distances, indices ``(Q, k)``.
 
-    faiss ``IndexFlatL2`` (exact, cached per bank: :func:`_faiss_index`) on the CPU; chunked
-    ``torch.cdist`` on other devices.
+    ``backend`` "faiss": ``IndexFlatL2`` (exact, cached per bank: :func:`_faiss_index`; it
+    holds a float32 copy of the bank; results on the CPU); "torch": :func:`_chunked_knn` on
+    the bank's device, blocks of ``chunk`` queries x ``bank_chunk`` bank rows; "auto":
+    faiss for a float32 bank on the CPU, torch otherwise (a GPU, or a float16 bank, which
+    faiss would copy whole to float32). Neither holds a ``Q x M`` matrix; the chunk sizes
+    do not change the result.
     """
+    if backend not in KNN_BACKENDS:
+        raise ValueError(f"backend must be one of {KNN_BACKENDS}, got {backend!r}")
     k = min(k, bank.shape[0])
-    if bank.device.type == "cpu":
-        index = _faiss_index(bank)
+    if backend == "auto":
+        backend = "faiss" if bank.device.type == "cpu" and bank.dtype == torch.float32 else "torch"
+    if backend == "faiss":
+        index = _faiss_index(bank.cpu())
         sq_dist, idx = index.search(np.ascontiguousarray(queries.float().cpu().numpy()), k)
         dist = torch.from_numpy(sq_dist).clamp_min(0).sqrt()
         return dist, torch.from_numpy(idx).long()
-    dists, idxs = [], []
-    for start in range(0, queries.shape[0], chunk):
-        d = torch.cdist(queries[start:start + chunk].float(), bank.float())  # (q, M)
-        dist, idx = d.topk(k, dim=1, largest=False)
-        dists.append(dist)
-        idxs.append(idx)
-    return torch.cat(dists), torch.cat(idxs)
+    return _chunked_knn(queries, bank, k, chunk, bank_chunk)
 
 
 def reweighted_image_scores(patch_scores: Tensor, nn_index: Tensor, queries: Tensor,
@@ -225,15 +370,30 @@ class PatchCore:
     returns image scores ``(B,)`` and pixel anomaly maps ``(B, H, W)``. ``backbone`` is a
     name from :data:`cutswap_lib.backbones.BACKBONES` or a ready :class:`FeatureExtractor`
     (e.g. the CutSwap encoder); ``coreset_ratio`` 1.0 (or None) keeps every patch.
+
+    Memory (what grows with the data): ``fit`` embeds ``batch_size`` images at a time and
+    keeps only their patch features (the backbone's maps of one batch at a time), as row
+    blocks (:class:`RowChunks`), never joined before the coreset picks its rows. Both
+    those rows and the kept bank are stored as ``bank_dtype`` says: "float32",
+    "float16", or "auto", float16 once the float32 rows would pass ``half_bank_mb`` MiB
+    (512: the course's choice, not the paper's, so that a 512 px WideResNet50 bank of a
+    few hundred images fits a Colab GPU; the fast and default profiles stay float32).
+    Distances are always formed in float32, per block: the coreset's projection
+    ``ROW_CHUNK`` rows at a time, the search in blocks of ``search_chunk`` queries x
+    ``BANK_CHUNK`` bank rows (:func:`nearest_neighbors`). A float16 bank changes each
+    patch score by at most 2**-11 times the largest bank row's norm (its rounding error);
+    ``tests/benchmarks/bench_patchcore_memory.py`` measures the peak memory.
     """
 
     def __init__(self, backbone: str | FeatureExtractor = "resnet18", layers: list[str] | None = None,
                  coreset_ratio: float | None = 0.1, num_neighbors: int = 9, device: str | None = None,
                  weights: str | None = "imagenet", feature_dim: int | None = None,
                  projection_dim: int | None = 128, batch_size: int = 16, seed: int = 0,
-                 progress: bool = True):
+                 progress: bool = True, bank_dtype: str = "auto", half_bank_mb: float = HALF_BANK_MB,
+                 search_chunk: int = QUERY_CHUNK):
         if coreset_ratio is not None and not 0 < coreset_ratio <= 1:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
+        bank_storage_dtype(bank_dtype, 0, 0)  # an unknown name fails here, not after the embedding
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if isinstance(backbone, str):
             backbone = build_feature_extractor(backbone, layers=layers, weights=weights)
@@ -245,7 +405,8 @@ class PatchCore:
         self.batch_size = batch_size
         self.seed = seed
         self.progress = progress
-        self.memory_bank: Tensor | None = None  # (M, D)
+        self.bank_dtype, self.half_bank_mb, self.search_chunk = bank_dtype, half_bank_mb, search_chunk
+        self.memory_bank: Tensor | None = None  # (M, D), float32 or float16 (bank_dtype)
         self.timings: dict[str, float] = {}
 
     @torch.no_grad()
@@ -257,18 +418,25 @@ class PatchCore:
     def fit(self, train_images) -> "PatchCore":
         """Build the memory bank from normal images (tensor, Dataset or DataLoader)."""
         t0 = time.perf_counter()
-        feats = []
+        rows = RowChunks(self.bank_dtype, self.half_bank_mb)
         batches = _image_batches(train_images, self.batch_size)
         for images in tqdm(batches, desc="embed train", disable=not self.progress, leave=False):
             f = self.embed(images)  # (B, D, h, w)
-            feats.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))  # (B*h*w, D)
-        if not feats:
+            rows.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))  # (B*h*w, D)
+            del f  # only the patch rows of this batch stay
+        if not rows.blocks:
             raise ValueError("PatchCore.fit got no training images")
-        bank = torch.cat(feats)  # (N, D)
         t1 = time.perf_counter()
-        bank = coreset_subsample(bank, self.coreset_ratio, self.projection_dim, self.seed,
-                                 self.progress)  # (M, D)
-        self.memory_bank = bank.contiguous()
+        if self.coreset_ratio is None or self.coreset_ratio >= 1:
+            bank = rows.concat()  # (N, D)
+        else:
+            n_select = max(1, int(round(self.coreset_ratio * rows.rows)))
+            keep = greedy_coreset(rows.blocks, n_select, self.projection_dim, seed=self.seed,
+                                  progress=self.progress)  # (M,)
+            bank = rows.take(keep)  # (M, D)
+        del rows
+        dtype = bank_storage_dtype(self.bank_dtype, *bank.shape, self.half_bank_mb)
+        self.memory_bank = bank.to(dtype).contiguous()
         self.timings.update(embed_train=t1 - t0, coreset=time.perf_counter() - t1)
         return self
 
@@ -292,7 +460,8 @@ class PatchCore:
         feats = self.embed(images)  # (B, D, h, w)
         h, w = feats.shape[-2:]
         queries = feats.permute(0, 2, 3, 1).reshape(b, h * w, -1)  # (B, P, D)
-        dist, idx = nearest_neighbors(queries.reshape(b * h * w, -1), self.memory_bank, k=1)
+        dist, idx = nearest_neighbors(queries.reshape(b * h * w, -1), self.memory_bank, k=1,
+                                      chunk=self.search_chunk)
         patch_scores = dist[:, 0].reshape(b, h * w).to(self.device)  # (B, P)
         nn_index = idx[:, 0].reshape(b, h * w).to(self.device)
         image_scores = reweighted_image_scores(patch_scores, nn_index, queries,

@@ -171,3 +171,121 @@ def test_cached_faiss_index_follows_the_bank():
     other = torch.randn(50, 8, generator=gen)  # same shape, new tensor
     dist, idx = nearest_neighbors(queries, other)
     torch.testing.assert_close(dist[:, 0], torch.cdist(queries, other).min(1).values, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- memory: blocks, float16, chunks
+U16 = 2.0 ** -11  # float16's unit roundoff: a rounded row moves by at most U16 times its norm
+
+
+def _data(seed=0, m=300, q=70, d=24):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(m, d, generator=gen) * 3 + 1, torch.randn(q, d, generator=gen) * 3 + 1
+
+
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("chunk,bank_chunk", [(7, 13), (70, 300), (4096, 4096)])
+def test_chunked_search_equals_brute_force(k, chunk, bank_chunk):
+    bank, queries = _data()
+    dist, idx = nearest_neighbors(queries, bank, k=k, chunk=chunk, bank_chunk=bank_chunk, backend="torch")
+    ref_dist, ref_idx = torch.cdist(queries.double(), bank.double()).topk(k, dim=1, largest=False)
+    assert torch.equal(idx, ref_idx)
+    torch.testing.assert_close(dist.double(), ref_dist, rtol=1e-5, atol=1e-4)
+    f_dist, f_idx = nearest_neighbors(queries, bank, k=k, backend="faiss")
+    assert torch.equal(idx, f_idx)
+
+
+def test_float16_bank_search_is_exact_on_the_rounded_bank_and_within_its_rounding():
+    bank, queries = _data(1)
+    half = bank.half()
+    dist, idx = nearest_neighbors(queries, half, k=3, bank_chunk=50)  # auto: float16 -> chunked torch
+    rounded = torch.cdist(queries.double(), half.double())
+    ref_dist, ref_idx = rounded.topk(3, dim=1, largest=False)
+    assert torch.equal(idx, ref_idx)
+    torch.testing.assert_close(dist.double(), ref_dist, rtol=1e-5, atol=1e-4)
+    exact = torch.cdist(queries.double(), bank.double()).topk(3, dim=1, largest=False).values
+    bound = U16 * torch.linalg.vector_norm(bank, dim=1).max().item() + 1e-4
+    assert (dist.double() - exact).abs().max().item() <= bound
+
+
+def test_greedy_coreset_row_chunks_and_blocks_do_not_change_the_selection():
+    feats = torch.randn(900, 40, generator=torch.Generator().manual_seed(4))
+    blocks = list(feats.split(250))
+    for kwargs in ({"projection_dim": 8}, {"projection_dim": None}, {"projection_dim": 8, "half_precision": True}):
+        ref = greedy_coreset(feats, 60, progress=False, **kwargs)
+        assert torch.equal(greedy_coreset(feats, 60, progress=False, chunk=37, **kwargs), ref), kwargs
+        assert torch.equal(greedy_coreset(blocks, 60, progress=False, **kwargs), ref), kwargs
+    # float16 rows are read as float32: the same picks as the rounded bank in float32
+    half = feats.half()
+    assert torch.equal(greedy_coreset([b.half() for b in blocks], 60, projection_dim=8, progress=False),
+                       greedy_coreset(half.float(), 60, projection_dim=8, progress=False))
+
+
+def test_row_chunks_switch_to_float16_past_the_threshold():
+    from cutswap_lib.patchcore import RowChunks, bank_storage_dtype
+
+    full = torch.randn(100, 64, generator=torch.Generator().manual_seed(5))
+    rows = RowChunks("auto", half_bank_mb=40 * 64 * 4 / 2**20)  # float16 from the 41st row on
+    rows.append(full[:30])
+    assert rows.blocks[0].dtype == torch.float32
+    for block in full[30:].split(35):
+        rows.append(block)
+    assert [b.dtype for b in rows.blocks] == [torch.float16] * 3
+    index = torch.tensor([99, 0, 31, 64, 65, 29])
+    assert torch.equal(rows.take(index), full.half()[index])
+    assert torch.equal(rows.concat(), full.half()) and not rows.blocks
+    assert bank_storage_dtype("float32", 10**9, 1024) == torch.float32
+    with pytest.raises(ValueError, match="bank_dtype"):
+        bank_storage_dtype("bfloat16", 1, 1)
+
+
+def test_streamed_fit_equals_the_whole_bank_reference(toy_splits):
+    """Embedding 5 images at a time and picking the coreset from the blocks gives the unstreamed bank."""
+    train, test, _, _ = toy_splits
+    torch.manual_seed(0)
+    model = PatchCore("resnet18", weights=None, coreset_ratio=0.25, device="cpu", batch_size=5,
+                      bank_dtype="float32", progress=False).fit(train)
+    full = model.embed(train).permute(0, 2, 3, 1).reshape(-1, model.memory_bank.shape[1])  # (N, D) at once
+    keep = greedy_coreset(full, round(0.25 * len(full)), progress=False)
+    assert model.memory_bank.dtype == torch.float32
+    torch.testing.assert_close(model.memory_bank, full[keep], rtol=1e-5, atol=1e-5)
+
+
+def test_float16_bank_scores_within_the_rounding_of_the_float32_bank(toy_splits):
+    train, test, _, _ = toy_splits
+    torch.manual_seed(0)
+    ref = PatchCore("resnet18", weights=None, coreset_ratio=None, device="cpu", bank_dtype="float32",
+                    progress=False).fit(train)
+    half = PatchCore(ref.extractor, coreset_ratio=None, device="cpu", bank_dtype="float16", progress=False,
+                     search_chunk=100).fit(train)
+    assert ref.memory_bank.dtype == torch.float32 and half.memory_bank.dtype == torch.float16
+    s32, m32 = ref.predict(test)
+    s16, m16 = half.predict(test)
+    # patch scores move by at most the rounding of the bank rows; upsampling and blur are averages
+    bound = U16 * torch.linalg.vector_norm(ref.memory_bank, dim=1).max().item() + 1e-4
+    assert (m16 - m32).abs().max().item() <= bound
+    np.testing.assert_allclose(s16.numpy(), s32.numpy(), rtol=1e-2)  # Eq. 7's reweighting: measured < 1e-3
+
+
+def test_auto_bank_dtype_follows_the_threshold(toy_splits):
+    train = toy_splits[0]
+    torch.manual_seed(0)
+    small = PatchCore("resnet18", weights=None, coreset_ratio=0.5, device="cpu", progress=False).fit(train)
+    assert small.memory_bank.dtype == torch.float32  # 16 images at 64 px: far below 512 MiB
+    tiny = PatchCore(small.extractor, coreset_ratio=0.5, device="cpu", half_bank_mb=0.01, progress=False).fit(train)
+    assert tiny.memory_bank.dtype == torch.float16 and tiny.memory_bank.shape == small.memory_bank.shape
+    with pytest.raises(ValueError, match="bank_dtype"):
+        PatchCore(small.extractor, bank_dtype="half")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_search_and_float16_bank_match_the_cpu():
+    bank, queries = _data(2, m=5000, q=300, d=64)
+    cpu_dist, cpu_idx = nearest_neighbors(queries, bank, k=3)  # faiss
+    gpu_dist, gpu_idx = nearest_neighbors(queries.cuda(), bank.cuda(), k=3, bank_chunk=1000)
+    assert gpu_dist.is_cuda and torch.equal(gpu_idx.cpu(), cpu_idx)
+    torch.testing.assert_close(gpu_dist.cpu(), cpu_dist, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cuda", dtype=torch.bfloat16):  # the search stays float32 under autocast
+        half_dist, half_idx = nearest_neighbors(queries.cuda(), bank.half().cuda(), k=3)
+    ref_dist, ref_idx = nearest_neighbors(queries, bank.half(), k=3)  # float16 bank on the CPU
+    assert torch.equal(half_idx.cpu(), ref_idx)
+    torch.testing.assert_close(half_dist.cpu(), ref_dist, rtol=1e-4, atol=1e-4)

@@ -147,3 +147,13 @@ def test_a_checkpoint_folder_in_use_is_refused_before_training(tiny_data, tmp_pa
             train_three_way(images, maps, config(), checkpoint_dir=tmp_path / "ckpt", device="cpu",
                             progress=False)
     assert not list((tmp_path / "ckpt").glob("epoch_*.pt"))
+
+
+def test_a_finished_run_reloads_without_its_saliency_maps(tiny_data, tmp_path):
+    """The last checkpoint holds the BatchNorm statistics refreshed after training, so reusing a finished
+    CutSwap run (which cutswap_table does without computing maps) returns the same model, no maps needed."""
+    images, maps = tiny_data
+    first, _ = train_three_way(images, maps, config(epochs=2), checkpoint_dir=tmp_path, device="cpu", progress=False)
+    again, _ = train_three_way(images, None, config(epochs=2), checkpoint_dir=tmp_path, device="cpu", progress=False)
+    wa, wb = weights_of(first), weights_of(again)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # running statistics included

@@ -189,6 +189,7 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
+        refreshed = found is not None and bool(found[1].get("bn_refreshed")) and start_epoch >= config.epochs
         amp = device.type == "cuda"
         # bfloat16 where the GPU has it (A100, H100, L4); float16 with loss scaling otherwise (T4)
         amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -229,12 +230,15 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
             if checkpoint_dir is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs):
                 save_checkpoint(model, optimizer, config, epoch, history, checkpoint_dir, fingerprint)
                 prune_checkpoints(checkpoint_dir, keep_last)
-        if config.refresh_bn:  # the training distribution once more, drawn afresh (epoch index config.epochs)
+        if config.refresh_bn and not refreshed:  # the training distribution once more (epoch index config.epochs)
             gen = _epoch_generator(config.seed, config.epochs, device)
             batches = (make_batch(images[i].to(device), maps[i].to(device) if maps is not None else None, gen, spec,
                                   layers=config.layers, levels=config.levels, triplets=config.triplets)[0]
                        for i in torch.arange(len(images)).split(config.batch_size))
             refresh_batchnorm(model, batches)
+            if checkpoint_dir is not None:  # the last checkpoint holds the refreshed statistics: a rerun needs no maps
+                save_checkpoint(model, optimizer, config, config.epochs - 1, history, checkpoint_dir, fingerprint,
+                                bn_refreshed=True)
         return model.eval(), history
 
 
@@ -267,15 +271,19 @@ def refresh_batchnorm(model: nn.Module, batches) -> None:
 
 
 def save_checkpoint(model, optimizer, config: TrainConfig, epoch: int, history: list[dict],
-                    folder: Path, fingerprint: str | None = None) -> Path:
-    """Write ``epoch_NNNN.pt`` (model, optimizer, config, history) atomically; returns its path."""
+                    folder: Path, fingerprint: str | None = None, bn_refreshed: bool = False) -> Path:
+    """Write ``epoch_NNNN.pt`` (model, optimizer, config, history) atomically; returns its path.
+
+    ``bn_refreshed``: the model's BatchNorm statistics were recomputed after the last epoch
+    (:func:`refresh_batchnorm`), so resuming the finished run loads them as they are.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = _checkpoint_path(folder, epoch)
     with atomic_write(path, "wb") as fh:  # unique temporary name in the same folder, then os.replace
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "config": dataclasses.asdict(config), "epoch": epoch, "history": history,
-                    "fingerprint": fingerprint}, fh)
+                    "fingerprint": fingerprint, "bn_refreshed": bn_refreshed}, fh)
     return path
 
 
