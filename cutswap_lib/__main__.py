@@ -200,6 +200,12 @@ def _parser() -> argparse.ArgumentParser:
                         "test set, removed from it (MVTec AD, BTAD, toy), or from train_defect/ (KSDD2)")
     p.add_argument("--eval-size", choices=["native", "square"], default="native",
                    help="compare maps with the masks at their own size (native, the paper's) or at --image-size")
+    p.add_argument("--foreground", choices=["auto", "otsu", "none"], default="auto",
+                   help="where synthetic anomalies land: auto = the toy footprints, Otsu's footprint on MVTec AD's "
+                        "object categories, anywhere elsewhere (the course's choice); otsu on every category; none")
+    p.add_argument("--textures", default=None, metavar="DIR",
+                   help="texture images for the synthetic anomalies, e.g. DTD's images/ (MemSeg's source); "
+                        "default: the other toy categories, or the category's other normal images")
     p.add_argument("--position-spacing", choices=["paper", "mae"], default="paper",
                    help="Eq. 3's frequencies: as printed (paper, 10000^(8k/d)) or MAE's, as the authors' code (mae)")
     p.add_argument("--dry-run", action="store_true",
@@ -341,6 +347,7 @@ def _semirest_table(args, profile) -> int:
     settings.n_labelled = args.labelled if args.labelled is not None else settings.n_labelled
     settings.box_file = args.boxes
     settings.eval_size, settings.position_spacing = args.eval_size, args.position_spacing
+    settings.foreground, settings.texture_dir = args.foreground, args.textures
     if args.iterations is not None:
         settings.config = dataclasses.replace(settings.config, iterations=args.iterations)
     finetune = args.finetune_iterations or args.iterations

@@ -94,8 +94,42 @@ def _images_and_scores(labels, scores, metric: str) -> tuple[np.ndarray, np.ndar
     return y, s
 
 
+def _ragged(masks, maps, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Lists of per-image masks and maps ``(H_i, W_i)`` of different sizes -> padded (N, H, W) arrays, or None.
+
+    Padding: mask False, map NaN; every metric leaves NaN pixels out (real maps may not hold NaN,
+    each image is checked before padding).
+    """
+    if not isinstance(masks, (list, tuple)) or not isinstance(maps, (list, tuple)):
+        return None
+    ms = [_to_numpy(x, "masks") for x in masks]
+    as_ = [_to_numpy(x, "maps") for x in maps]
+    if len(ms) != len(as_) or not ms:
+        raise ValueError(f"{metric}: {len(ms)} masks and {len(as_)} maps")
+    ms = [x[0] if x.ndim == 3 and x.shape[0] == 1 else x for x in ms]
+    as_ = [x[0] if x.ndim == 3 and x.shape[0] == 1 else x for x in as_]
+    if len({x.shape for x in ms}) == 1 and all(x.ndim == 2 for x in ms):
+        return None  # one size: the array path
+    for i, (m, a) in enumerate(zip(ms, as_)):
+        if m.ndim != 2 or m.shape != a.shape:
+            raise ValueError(f"{metric}: image {i}: mask {m.shape} and map {a.shape} must be the same (H, W)")
+    h, w = max(x.shape[0] for x in ms), max(x.shape[1] for x in ms)
+    m_out, a_out = np.zeros((len(ms), h, w), dtype=bool), np.full((len(ms), h, w), np.nan)
+    for i, (m, a) in enumerate(zip(ms, as_)):
+        m_out[i, :m.shape[0], :m.shape[1]] = _check_binary(m, "masks")
+        a_out[i, :a.shape[0], :a.shape[1]] = _check_scores(a, "maps")
+    return m_out, a_out
+
+
 def _masks_and_maps(masks, maps, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """masks, maps (N, H, W) | (N, 1, H, W) | (H, W) -> (bool (N, H, W), float64 (N, H, W))."""
+    """masks, maps (N, H, W) | (N, 1, H, W) | (H, W) -> (bool (N, H, W), float64 (N, H, W)).
+
+    Also lists of ``(H_i, W_i)`` masks and maps of different sizes (each image at its own
+    size): padded, with NaN in the maps where there is no pixel (see :func:`_ragged`).
+    """
+    padded = _ragged(masks, maps, metric)
+    if padded is not None:
+        return padded
     m = _to_numpy(masks, "masks")
     a = _to_numpy(maps, "maps")
     shapes = f"masks {tuple(m.shape)} and maps {tuple(a.shape)}"
@@ -129,16 +163,22 @@ def image_auroc(labels, scores) -> float:
 
 def pixel_auroc(masks, maps) -> float:
     """masks (N, H, W) | (N, 1, H, W) in {0,1}, maps same shape -> ROC AUC over all pixels."""
-    m, a = _masks_and_maps(masks, maps, "pixel_auroc")
+    m, a = _pixels(*_masks_and_maps(masks, maps, "pixel_auroc"))
     _need_both_classes(m, "pixel", "pixel_auroc")
-    return float(roc_auc_score(m.ravel(), a.ravel()))
+    return float(roc_auc_score(m, a))
 
 
 def pixel_ap(masks, maps) -> float:
     """masks (N, H, W) | (N, 1, H, W) in {0,1}, maps same shape -> average precision over all pixels."""
-    m, a = _masks_and_maps(masks, maps, "pixel_ap")
+    m, a = _pixels(*_masks_and_maps(masks, maps, "pixel_ap"))
     _need_both_classes(m, "pixel", "pixel_ap")
-    return float(average_precision_score(m.ravel(), a.ravel()))
+    return float(average_precision_score(m, a))
+
+
+def _pixels(m: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every real pixel (not padding) of (N, H, W) masks and maps, flattened."""
+    keep = ~np.isnan(a)
+    return m[keep], a[keep]
 
 
 # --------------------------------------------------------------------------- PRO / AUPRO
@@ -159,13 +199,14 @@ def _pro_curve(m: np.ndarray, a: np.ndarray, num_thresholds: int | None):
     ids, n_regions = _region_ids(m)
     if n_regions == 0:
         raise ValueError("aupro / pro_curve need at least one anomalous pixel in masks; got none")
+    keep = ~np.isnan(a).ravel()  # padding of images of different sizes is no pixel
     normal = ~m
-    n_normal = int(normal.sum())
+    n_normal = int((normal.ravel() & keep).sum())
     if n_normal == 0:
         raise ValueError("aupro / pro_curve need at least one normal pixel in masks; got none")
 
-    ids = ids.ravel()
-    scores = a.ravel()
+    ids = ids.ravel()[keep]
+    scores = a.ravel()[keep]
     region_size = np.bincount(ids, minlength=n_regions + 1).astype(np.float64)  # (R+1,)
     # Each anomalous pixel carries 1 / (R * |its region|): summing over the pixels above a
     # threshold gives the mean over regions of the covered fraction, i.e. PRO.

@@ -202,3 +202,35 @@ def test_invalid_inputs_give_clear_errors():
         metrics.aupro(masks, maps, fpr_limit=0.0)
     with pytest.raises(ValueError, match="2 masks"):
         metrics.evaluate([0, 1, 1], [0.1, 0.2, 0.3], masks, maps)
+
+
+def test_images_of_different_sizes_are_each_evaluated_at_their_own_size():
+    """Lists of (H_i, W_i) masks and maps give the metrics of all their pixels; reference: sklearn on the
+    concatenated pixels, and AUPRO equal to computing it with each image's regions labelled on its own."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from cutswap_lib.metrics import aupro, pixel_ap, pixel_auroc
+    rng = np.random.default_rng(0)
+    masks = [np.zeros((6, 10), bool), np.zeros((9, 4), bool), np.zeros((5, 5), bool)]
+    masks[0][1:3, 2:5] = True
+    masks[1][4:8, 1:3] = True
+    maps = [rng.random(m.shape) + 0.5 * m for m in masks]
+    flat_m = np.concatenate([m.ravel() for m in masks])
+    flat_a = np.concatenate([a.ravel() for a in maps])
+    assert pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(flat_m, flat_a))
+    assert pixel_ap(masks, maps) == pytest.approx(average_precision_score(flat_m, flat_a))
+    # brute-force AUPRO: every distinct score a threshold, regions labelled per image at its own size
+    from scipy import ndimage
+    regions = [(i, lab == r) for i, m in enumerate(masks) for lab, n in [ndimage.label(m, np.ones((3, 3)))]
+               for r in range(1, n + 1)]
+    fpr, pro = [0.0], [0.0]
+    for t in np.sort(np.unique(flat_a))[::-1]:
+        fpr.append(float((flat_a[~flat_m] >= t).mean()))
+        pro.append(float(np.mean([(maps[i][reg] >= t).mean() for i, reg in regions])))
+    fpr, pro = np.array(fpr), np.array(pro)
+    j = int(np.searchsorted(fpr, 0.3, side="right"))  # first point beyond 0.3
+    xs = np.r_[fpr[:j], 0.3]
+    ys = np.r_[pro[:j], pro[j - 1] + (0.3 - fpr[j - 1]) / (fpr[j] - fpr[j - 1]) * (pro[j] - pro[j - 1])]
+    reference = float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2) / 0.3)
+    assert aupro(masks, maps) == pytest.approx(reference, abs=1e-9)
+    with pytest.raises(ValueError, match="same"):
+        pixel_ap([np.zeros((3, 3))], [np.zeros((3, 4))])

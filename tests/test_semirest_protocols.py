@@ -282,3 +282,51 @@ def test_predict_upsamples_to_the_requested_size(fitted):
     scores, maps = model.predict(train[:2], output_size=(48, 80))
     assert maps.shape == (2, 48, 80) and scores.shape == (2,)
     assert torch.allclose(scores, maps.flatten(1).amax(1))
+
+
+def test_test_images_of_different_sizes_are_each_evaluated_at_their_own_size(wide, tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(wide, mixed)
+    cat = mixed / "strip"
+    images = sorted(p for p in (cat / "test").rglob("*.png") if p.parent.name != "good")
+    for image in images[:1] + sorted((cat / "test" / "good").glob("*.png"))[:1]:  # one defect, one good: 40 x 72
+        Image.open(image).crop((0, 0, 72, 40)).save(image)
+        if image.parent.name != "good":
+            mask = cat / "ground_truth" / image.parent.name / f"{image.stem}_mask.png"
+            a = np.array(Image.open(mask))[:40, :72].copy()
+            a[20:28, 30:40] = 255
+            Image.fromarray(a).save(mask)
+    settings = st.SemiRunSettings(image_size=64, coreset_ratio=0.5, config=SemiRESTConfig(**TINY))
+    rows = st.run_semirest_category("mvtec", mixed, "strip", settings, setting_names=("unsupervised",),
+                                    progress=False)
+    assert {r["eval_size"] for r in rows} == {"native (2 sizes)"}
+    assert all(0 <= r["ap"] <= 1 for r in rows)
+
+
+# ----------------------------------------------------------------------------- synthetic anomalies on real data
+def test_otsu_foreground_finds_a_bright_object_on_a_dark_background_and_the_reverse():
+    from cutswap_lib.semirest.synthetic import otsu_foreground
+    img = torch.full((2, 3, 32, 32), 0.1)
+    img[:, :, 8:20, 10:24] = 0.8
+    img[1] = 0.9 - img[1]  # dark object on a bright background
+    fg = otsu_foreground(img)
+    expect = torch.zeros(32, 32, dtype=torch.bool)
+    expect[8:20, 10:24] = True
+    assert fg.shape == (2, 1, 32, 32) and bool((fg[:, 0] == expect).all())
+    flat = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # a texture: no object
+    assert otsu_foreground(flat).float().mean() > 0.05
+
+
+def test_foreground_and_texture_choices_per_dataset(tmp_path):
+    train = torch.rand(2, 3, 32, 32)
+    assert st.synthetic_foreground("mvtec", "bottle", train, [], 32)[1] == "Otsu footprint"
+    assert st.synthetic_foreground("mvtec", "carpet", train, [], 32) == (None, "whole image")
+    assert st.synthetic_foreground("btad", "01", train, [], 32, "otsu")[1] == "Otsu footprint"
+    textures = tmp_path / "dtd" / "banded"
+    textures.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray((np.random.default_rng(i).random((20, 30, 3)) * 255).astype(np.uint8)).save(
+            textures / f"b{i}.jpg")
+    images, name = st.texture_sources("mvtec", tmp_path, "bottle", 32, tmp_path / "dtd")
+    assert images.shape == (3, 3, 32, 32) and name == "3 images of dtd"
+    assert st.texture_sources("mvtec", tmp_path, "bottle", 32, None) == (None, "other normal training images")

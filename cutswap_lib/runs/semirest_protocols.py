@@ -28,6 +28,9 @@ The toy data and VisA (not in the SemiREST paper) use MVTec AD's rows: the cours
 from __future__ import annotations
 
 SETTINGS = ("unsupervised", "supervised", "semi")
+# MVTec AD's object categories (Bergmann et al., CVPR 2019, Table 1); the other five are textures
+MVTEC_OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush", "transistor",
+                 "zipper")
 PAPER_DATASETS = ("mvtec", "btad", "ksdd2")
 FIELDS = ("lr", "p", "eps_plus", "eps_minus", "b1", "b2", "b3", "lambda_u", "coreset_ratio", "labelled_from")
 
@@ -62,4 +65,4 @@ def protocol(dataset: str, setting: str) -> dict:
     return dict(PROTOCOLS.get(dataset, _MVTEC)[setting])
 
 
-__all__ = ["FIELDS", "PAPER_DATASETS", "PROTOCOLS", "SETTINGS", "protocol"]
+__all__ = ["MVTEC_OBJECTS", "FIELDS", "PAPER_DATASETS", "PROTOCOLS", "SETTINGS", "protocol"]

@@ -38,26 +38,31 @@ import time
 from pathlib import Path
 
 import torch
+from torchvision.transforms.functional import resize, to_tensor
 
 from .. import metrics
 from ..data import AnomalyDataset, DatasetError, load_foregrounds, load_split
+from ..data.folder import load_rgb
 from ..patchcore import PatchCore
 from ..semirest.boxes import box_key, box_pixel_labels, boxes_from_mask, load_boxes
 from ..semirest.mixmatch import MixMatchConfig
 from ..semirest.model import SemiREST, SemiRESTConfig, upsample_and_smooth
 from ..semirest.residuals import ResidualMemory
 from ..semirest.semi import finetune_with_boxes, semi_copy
+from ..semirest.synthetic import otsu_foreground
 from . import semirest_paper
 from .checks import MIN_IMAGE_SIZE, check_fraction, check_names, check_positive, check_seeds, check_test_split
 from .results import (format_results_table, merge_rows, rows_with_settings, settings_fingerprint, write_csv,
                       write_text)
-from .semirest_protocols import SETTINGS, protocol
+from .semirest_protocols import MVTEC_OBJECTS, SETTINGS, protocol
 
 EVAL_SIZES = ("native", "square")
 POSITION_SPACINGS = {"paper": 8.0, "mae": 4.0}  # freq_exponent of Eq. (3): as printed, or MAE's (authors' code)
 COLUMNS = ["dataset", "category", "setting", "method", "variant", "seed", "ap", "pro", "pixel_auroc",
            "image_auroc", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "labelled_from", "n_test",
-           "boxes", "eval_size", "backbone", "train_s", "predict_s", "settings"]
+           "boxes", "eval_size", "foreground", "textures", "backbone", "train_s", "predict_s", "settings"]
+FOREGROUNDS = ("auto", "otsu", "none")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ROW_KEY = ("dataset", "category", "setting", "method", "variant", "seed", "settings")  # see results.merge_rows
 
 # Table 6's rows for the unsupervised and supervised settings: name -> (residual, lambda_pe, bagging, knn).
@@ -98,6 +103,9 @@ class SemiRunSettings:
     seeds: tuple[int, ...] = (0,)
     box_file: str | None = None  # e.g. "boxes.json" in each category folder; None: boxes from masks
     eval_size: str = "native"  # "native": maps at each mask's own size (the paper); "square": at image_size
+    foreground: str = "auto"  # where synthetic anomalies may land: see :func:`synthetic_foreground`
+    texture_dir: str | None = None  # e.g. DTD's images/ folder (MemSeg's textures); None: see :func:`texture_sources`
+    max_textures: int = 200
     config: SemiRESTConfig = dataclasses.field(default_factory=SemiRESTConfig)
     mixmatch: MixMatchConfig = dataclasses.field(default_factory=MixMatchConfig)
     overrides: dict = dataclasses.field(default_factory=dict)
@@ -124,6 +132,10 @@ class SemiRunSettings:
         check_positive("iterations", self.config.iterations)
         check_positive("fine-tuning iterations", self.mixmatch.iterations)
         check_names("eval_size", [self.eval_size], EVAL_SIZES)
+        check_names("foreground", [self.foreground], FOREGROUNDS)
+        if self.texture_dir is not None and not Path(self.texture_dir).is_dir():
+            raise FileNotFoundError(f"texture folder {self.texture_dir} does not exist (give DTD's images/ folder, "
+                                    f"or leave out --textures to take other normal images)")
         check_names("position_spacing", [self.position_spacing], POSITION_SPACINGS)
         if self.overrides:
             check_names("overrides", list(self.overrides), SETTINGS)
@@ -305,6 +317,42 @@ def _metrics(masks, maps, labels, scores) -> dict:
             "pixel_auroc": metrics.pixel_auroc(masks, maps), "image_auroc": metrics.image_auroc(labels, scores)}
 
 
+def synthetic_foreground(dataset: str, category: str, train: torch.Tensor, train_paths, size: int,
+                         choice: str = "auto") -> tuple[torch.Tensor | None, str]:
+    """Where synthetic anomalies may land, ``(N, 1, S, S)`` or None (anywhere), and its name for the table.
+
+    ``"auto"`` (the course's choice): the toy data's own footprints; on MVTec AD's object
+    categories :func:`~cutswap_lib.semirest.synthetic.otsu_foreground`; anywhere otherwise
+    (textures, BTAD, KSDD2). ``"otsu"``: Otsu's footprint on any category; ``"none"``: anywhere.
+    """
+    if choice == "none":
+        return None, "whole image"
+    if choice == "auto" and dataset == "toy":
+        return load_foregrounds(train_paths, size), "toy footprints"
+    if choice == "otsu" or (dataset == "mvtec" and category in MVTEC_OBJECTS):
+        return otsu_foreground(train), "Otsu footprint"
+    return None, "whole image"
+
+
+def texture_sources(dataset: str, root: Path, category: str, size: int, texture_dir, limit: int = 200):
+    """Texture images for the synthetic anomalies ``(T, 3, S, S)`` (None: other training images) and their name.
+
+    MemSeg takes its textures from DTD. With ``texture_dir`` (e.g. DTD's ``images/``) up to
+    ``limit`` images found under it (sorted, evenly spaced); otherwise the toy data's other
+    categories, and on real data the category's other normal training images.
+    """
+    if texture_dir is not None:
+        files = sorted(p for p in Path(texture_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DatasetError(f"no images under texture folder {texture_dir}")
+        files = files[::max(1, len(files) // limit)][:limit]
+        images = torch.stack([resize(to_tensor(load_rgb(f)), [size, size], antialias=True) for f in files])
+        return images, f"{len(files)} images of {Path(texture_dir).name}"
+    if dataset == "toy":
+        return _toy_sources(root, category, size), "other toy categories"
+    return None, "other normal training images"
+
+
 def _toy_sources(root: Path, category: str, size: int, n: int = 20) -> torch.Tensor | None:
     """Texture sources for synthetic anomalies: normal images of the other toy categories."""
     others = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name != category and (p / "train").is_dir()]
@@ -383,10 +431,10 @@ def _labelled(root: Path, category: str, source: str, test, masks, labels, test_
 
 
 def _native_masks(root: Path, category: str, size: int, masks: torch.Tensor, eval_size: str):
-    """Test masks for evaluation: at their own size when they share one (``eval_size="native"``), else ``masks``.
+    """Test masks for evaluation and a label for the table.
 
-    Returns ``(masks (N, H, W), label)``; a category whose masks differ in size is evaluated
-    at the square size, and the label says so.
+    ``eval_size="native"``: each mask at its own size, ``(N, H, W)`` when they share one,
+    else a list of ``(H_i, W_i)`` masks (the metrics take both); ``"square"``: ``masks``.
     """
     if eval_size == "square":
         return masks, f"square {size}"
@@ -394,11 +442,24 @@ def _native_masks(root: Path, category: str, size: int, masks: torch.Tensor, eva
     native = [ds[i][1][0] for i in range(len(ds))]
     sizes = {tuple(m.shape) for m in native}
     if len(sizes) > 1:
-        print(f"warning: {category}: test masks come in {len(sizes)} sizes; evaluated at {size} x {size}",
-              flush=True)
-        return masks, f"square {size} (mixed native sizes)"
+        return native, f"native ({len(sizes)} sizes)"
     (h, w), = sizes
     return torch.stack(native), f"native {h}x{w}"
+
+
+def _select(masks, keep: torch.Tensor):
+    """``masks[keep]`` for a tensor or a list of per-image masks."""
+    if isinstance(masks, list):
+        return [m for m, k in zip(masks, keep.tolist()) if k]
+    return masks[keep]
+
+
+def _maps_at(predict, test: torch.Tensor, masks):
+    """Scores ``(N,)`` and maps at the masks' size: one call, or one per image when the sizes differ."""
+    if not isinstance(masks, list):
+        return predict(test, tuple(masks.shape[-2:]))
+    parts = [predict(x[None], tuple(m.shape[-2:])) for x, m in zip(test, masks)]
+    return torch.cat([s for s, _ in parts]), [mp[0] for _, mp in parts]
 
 
 def run_semirest_category(dataset: str, root: Path, category: str, settings: SemiRunSettings, *,
@@ -409,9 +470,8 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
     train, _, _, train_paths = load_split(root, category, "train", size)
     test, masks, labels, test_paths = load_split(root, category, "test", size)
     eval_masks, eval_size = _native_masks(root, category, size, masks, settings.eval_size)
-    toy = dataset == "toy"
-    foreground = load_foregrounds(train_paths, size) if toy else None
-    sources = _toy_sources(root, category, size) if toy else None
+    foreground, fg_name = synthetic_foreground(dataset, category, train, train_paths, size, settings.foreground)
+    sources, textures = texture_sources(dataset, root, category, size, settings.texture_dir, settings.max_textures)
     drawn = None  # (indices, boxes) of the images a box file annotates
     if settings.box_file:
         box_path = root / category / settings.box_file
@@ -437,11 +497,11 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                 *lab, keep = _labelled(root, category, source, test, masks, labels, test_paths,
                                        settings.n_labelled, seed, size)
                 lab = (*lab, [boxes_from_mask(m) for m in lab[1]])
-            te, tm, tl = test[keep], eval_masks[keep], labels[keep]
+            te, tm, tl = test[keep], _select(eval_masks, keep), labels[keep]
             base = {"dataset": dataset, "category": category, "setting": setting, "seed": seed,
                     "n_labelled": len(lab[0]) if lab else 0, "labelled_from": source, "n_test": int(keep.sum()),
                     "boxes": (settings.box_file if drawn else "masks") if setting == "semi" else None,
-                    "eval_size": eval_size}
+                    "eval_size": eval_size, "foreground": fg_name, "textures": textures}
             if setting == "semi":
                 variants = SEMI_VARIANTS if ablation else {"paper": ("square+PCF+bagging+kNN", {})}
                 boxes = torch.stack([box_pixel_labels(b, tuple(lab[0].shape[-2:]))
@@ -503,7 +563,9 @@ def _fit(dataset, settings, setting, spec, seed, anomalous, *, train, foreground
 
 
 def _semirest_row(base: dict, model: SemiREST, variant: str, test, masks, labels, train_s: float) -> dict:
-    scores, maps = model.predict(test, output_size=tuple(masks.shape[-2:]))
+    t0 = time.perf_counter()
+    scores, maps = _maps_at(lambda x, size: model.predict(x, output_size=size), test, masks)
+    model.timings["predict"] = time.perf_counter() - t0
     return {**base, "method": "semirest", "variant": variant, **_metrics(masks, maps, labels, scores),
             **_paper(base["dataset"], base["setting"], base["category"], "semirest", variant),
             "backbone": model.memory.features.extractor.name, "train_s": train_s,
@@ -520,8 +582,11 @@ def _patchcore_row(base: dict, memory: ResidualMemory, train, test, masks, label
     model = PatchCore(memory.features.extractor, coreset_ratio=memory.coreset_ratio, seed=seed,
                       device=device, progress=False).fit(train)
     t0 = time.perf_counter()
-    scores, maps = model.predict(test, sigma=0.0)
-    maps = upsample_and_smooth(maps.unsqueeze(1), tuple(masks.shape[-2:]), settings.config.sigma)[:, 0]
+    def predict(x, size):  # PatchCore's own image scores (Eq. 7); its map unsmoothed, then as SemiREST's
+        scores, maps = model.predict(x, sigma=0.0)
+        return scores, upsample_and_smooth(maps.unsqueeze(1), size, settings.config.sigma)[:, 0]
+
+    scores, maps = _maps_at(predict, test, masks)
     return {**base, "method": "patchcore", "variant": "paper", **_metrics(masks, maps, labels, scores),
             **_paper(base["dataset"], base["setting"], base["category"], "patchcore", "paper"),
             "backbone": memory.features.extractor.name, "train_s": None,

@@ -265,8 +265,9 @@ class SemiREST:
             raise RuntimeError("SemiREST: call prepare() or fit() before drawing synthetic anomalies")
         index = torch.randint(len(src["images"]), (count,), generator=self._synthetic_gen)  # (count,)
         fg = src["foreground"][index] if src["foreground"] is not None else None
+        sources = src["sources"] if src["sources"] is not None else src["images"]  # else: other training images
         images, masks = synthetic_anomalies(src["images"][index], self._synthetic_gen, foreground=fg,
-                                            sources=src["sources"], kinds=self.config.synthetic_kinds)
+                                            sources=sources, kinds=self.config.synthetic_kinds)
         return self._pool(images, self._features(images), masks, index)
 
     # ------------------------------------------------------------------ training
