@@ -330,3 +330,17 @@ def test_foreground_and_texture_choices_per_dataset(tmp_path):
     images, name = st.texture_sources("mvtec", tmp_path, "bottle", 32, tmp_path / "dtd")
     assert images.shape == (3, 3, 32, 32) and name == "3 images of dtd"
     assert st.texture_sources("mvtec", tmp_path, "bottle", 32, None) == (None, "other normal training images")
+
+
+def test_the_streamed_normal_pool_builds_the_same_bank_as_all_features_at_once(fitted):
+    model, train, fg = fitted
+    fresh = SemiREST(model.memory.__class__(backbone=model.memory.features.extractor, lambda_pe=0.1,
+                                            coreset_ratio=0.5, device="cpu", progress=False),
+                     config=SemiRESTConfig(**TINY), progress=False)
+    fresh.prepare(train, foreground=fg)
+    reference = model.memory.__class__(backbone=model.memory.features.extractor, lambda_pe=0.1, coreset_ratio=0.5,
+                                       device="cpu", progress=False)
+    reference.fit_features(fresh._features(train))
+    assert torch.equal(fresh.memory.memory_bank, reference.memory_bank)
+    assert torch.equal(fresh.memory.bank_source, reference.bank_source)
+    assert fresh.pools["normal"].pcf.shape == (len(train), *fresh.grid, reference.memory_bank.shape[1])

@@ -226,13 +226,9 @@ class SemiREST:
         """Memory bank and token pools from normal images ``(N, 3, H, W)`` (+ real anomalies, masks)."""
         cfg = self.config
         t0 = time.perf_counter()
-        features = self._features(train_images)  # (N, d, h, w)
-        self.memory.fit_features(features)
-        self.grid = tuple(features.shape[-2:])
+        self.pools = {"normal": self._normal_pool(train_images)}
         ids = torch.arange(len(train_images))
-        keep = self._keep_pcf(len(train_images), features.shape[1])
-        self.pools = {"normal": self._pool(train_images, features, None, ids, keep_dtype=keep)}
-        del features
+        keep = self.pools["normal"].pcf.dtype if self.pools["normal"].pcf is not None else None
         self.synthetic_source = {"images": train_images, "foreground": foreground, "sources": sources}
         self._synthetic_gen = torch.Generator().manual_seed(cfg.seed)
         if cfg.synthetic_per_image:  # the fixed pool: k anomalies per normal image, made once
@@ -257,6 +253,30 @@ class SemiREST:
         if getattr(self, "_relabel_key", None) != key:
             self._relabel_key, self._relabel_pool = key, pool.relabelled(*self.label_eps)
         return self._relabel_pool
+
+    def _normal_pool(self, train_images: Tensor, batch_size: int = 16) -> TokenPool:
+        """Memory bank (Eq. 4) and the normal pool, streaming: one batch of features on the device at a time.
+
+        The PCFs of every image are held once, on the host, as the blocks the memory bank's
+        coreset reads (:meth:`.residuals.ResidualMemory.fit_pcf_rows`); the pool then keeps
+        them (``pool_budget_gb``) or lets them go and recomputes per draw.
+        """
+        blocks = []  # (b, h, w, d) PCFs per batch, host, float32
+        for x in train_images.split(batch_size):
+            blocks.append(self._pcf(self._features(x)).to("cpu", torch.float32).contiguous())
+        n, h, w, d = len(train_images), *blocks[0].shape[1:]
+        self.grid = (h, w)
+        self.memory.fit_pcf_rows([b.reshape(-1, d).to(self.device) if self.device.type != "cpu"
+                                  else b.reshape(-1, d) for b in blocks], self.grid)
+        ids = torch.arange(n)
+        neighbours = torch.cat([self._neighbours(b.to(self.device), ids[i * batch_size:(i + 1) * batch_size]).cpu()
+                                for i, b in enumerate(blocks)])
+        keep = self._keep_pcf(n, d)
+        pcf = None if keep is None else torch.cat(blocks).to(keep)
+        del blocks
+        share = torch.zeros(n, h, w)
+        return TokenPool(neighbours, labels_from_share(share, *self.label_eps), share, pcf,
+                         None if keep is not None else train_images)
 
     def fresh_synthetic(self, count: int) -> TokenPool:
         """``count`` synthetic anomalies made now from random normal images, as a pool (PCFs kept)."""

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor, build_feature_extractor, choose_backbone
-from ..patchcore import (_image_batches, coreset_indices, locally_aware_patch_features,
+from ..patchcore import (RowChunks, _image_batches, greedy_coreset, locally_aware_patch_features,
                          nearest_neighbors)
 from .position import add_position_code
 
@@ -198,17 +198,28 @@ class ResidualMemory:
         self._grid = features.shape[-2:]
         return self._build_bank([_rows(self.features.constrain(features.to(self.device)))])
 
+    def fit_pcf_rows(self, blocks: list[Tensor], grid: tuple[int, int]) -> "ResidualMemory":
+        """Build the memory bank from PCF rows ``(n_i*h*w, d_f)`` in image order, given as blocks (not joined)."""
+        self._grid = grid
+        return self._build_bank(blocks)
+
     def _build_bank(self, rows: list[Tensor]) -> "ResidualMemory":
+        """Coreset of the rows, which stay in their blocks: the bank is never held twice."""
         if not rows:
             raise ValueError("ResidualMemory.fit got no training images")
-        bank = torch.cat(rows)  # (N*h*w, d_f), rows in (image, row, column) order
+        n = sum(r.shape[0] for r in rows)  # N*h*w rows in (image, row, column) order
         self.grid = tuple(self._grid)
-        source = torch.arange(bank.shape[0], device=bank.device) // (self.grid[0] * self.grid[1])
         t0 = time.perf_counter()
-        keep = coreset_indices(bank, self.coreset_ratio, self.projection_dim, self.seed,
-                               self.progress)  # (T,)
-        self.memory_bank = bank[keep].contiguous()  # (T, d_f)
-        self.bank_source = source[keep]  # (T,) training image index of each memory row
+        if self.coreset_ratio is None or self.coreset_ratio >= 1:
+            keep = torch.arange(n, device=rows[0].device)
+        else:
+            keep = greedy_coreset(rows, max(1, int(round(self.coreset_ratio * n))), self.projection_dim,
+                                  seed=self.seed, progress=self.progress)  # (T,)
+        chunks = RowChunks("float32")
+        for r in rows:
+            chunks.append(r)
+        self.memory_bank = chunks.take(keep).to(self.device).contiguous()  # (T, d_f)
+        self.bank_source = (keep // (self.grid[0] * self.grid[1])).to(self.device)  # (T,) training image per row
         self.timings["coreset"] = time.perf_counter() - t0
         return self
 
