@@ -1,7 +1,7 @@
 """PatchCore: a memory bank of locally aware patch features, scored by nearest neighbour.
 
 Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022. The
-CutSwap paper (Sec. IV) and SemiREST (Sec. 3.1) both stand on it; notebook 00 runs it
+CutSwap paper (Sec. IV) and SemiREST (Sec. 3.1) both stand on it; notebook 00b builds it step by step
 and notebook 03 feeds it the CutSwap-fine-tuned encoder.
 
 Choices, following the official code (amazon-science/patchcore-inspection) unless said:

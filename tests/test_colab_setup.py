@@ -116,7 +116,7 @@ def test_setup_cell_template_names_the_source():
 
 
 def test_every_badge_and_setup_cell_agrees_with_the_source():
-    assert len(NOTEBOOKS) == 7
+    assert len(NOTEBOOKS) == 8  # 00, 00b, 01-06
     assert all_problems(REPO / "notebooks") == []
 
 

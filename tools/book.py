@@ -103,8 +103,8 @@ def format_seconds(seconds: float) -> str:
 
 
 def chapter_sources(folder: Path) -> list[Path]:
-    """The course's chapters in order: ``NN_slug.ipynb`` in ``folder``."""
-    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    """The course's chapters in order: ``NN_slug.ipynb`` and ``NNb_slug.ipynb`` (e.g. 00b) in ``folder``."""
+    return sorted({*folder.glob("[0-9][0-9]_*.ipynb"), *folder.glob("[0-9][0-9][a-z]_*.ipynb")})
 
 
 def notebook_title(nb) -> str:

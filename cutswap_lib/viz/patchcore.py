@@ -1,6 +1,6 @@
 """Figures of PatchCore's outputs: anomaly maps beside the ground truth, image-score histograms.
 
-Used by the main job, notebook 00 and notebook 03.
+Used by the main job, notebooks 00, 00b and 03.
 """
 
 from __future__ import annotations
