@@ -261,19 +261,22 @@ class SemiREST:
         coreset reads (:meth:`.residuals.ResidualMemory.fit_pcf_rows`); the pool then keeps
         them (``pool_budget_gb``) or lets them go and recomputes per draw.
         """
-        blocks = []  # (b, h, w, d) PCFs per batch, host, float32
-        for x in train_images.split(batch_size):
-            blocks.append(self._pcf(self._features(x)).to("cpu", torch.float32).contiguous())
-        n, h, w, d = len(train_images), *blocks[0].shape[1:]
+        pcf = None  # (N, h, w, d) PCFs, host, float32: filled a batch at a time, never copied whole
+        for start, x in zip(range(0, len(train_images), batch_size), train_images.split(batch_size)):
+            block = self._pcf(self._features(x))  # (b, h, w, d) on the device
+            if pcf is None:
+                pcf = torch.empty(len(train_images), *block.shape[1:], dtype=torch.float32)
+            pcf[start:start + len(x)] = block.cpu()
+        n, h, w, d = pcf.shape
         self.grid = (h, w)
-        self.memory.fit_pcf_rows([b.reshape(-1, d).to(self.device) if self.device.type != "cpu"
-                                  else b.reshape(-1, d) for b in blocks], self.grid)
-        ids = torch.arange(n)
-        neighbours = torch.cat([self._neighbours(b.to(self.device), ids[i * batch_size:(i + 1) * batch_size]).cpu()
-                                for i, b in enumerate(blocks)])
-        keep = self._keep_pcf(n, d)
-        pcf = None if keep is None else torch.cat(blocks).to(keep)
+        blocks = [pcf[i:i + batch_size].reshape(-1, d).to(self.device) for i in range(0, n, batch_size)]  # views on CPU
+        self.memory.fit_pcf_rows(blocks, self.grid)
         del blocks
+        ids = torch.arange(n)
+        neighbours = torch.cat([self._neighbours(pcf[i:i + batch_size].to(self.device), ids[i:i + batch_size]).cpu()
+                                for i in range(0, n, batch_size)])
+        keep = self._keep_pcf(n, d)
+        pcf = None if keep is None else pcf.to(keep)
         share = torch.zeros(n, h, w)
         return TokenPool(neighbours, labels_from_share(share, *self.label_eps), share, pcf,
                          None if keep is not None else train_images)
