@@ -385,15 +385,10 @@ def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSetting
                     chosen, _ = boxes_from_file(root / category / settings.box_file, test_paths, (1, 1))
                     labelled, source = [test_paths[i] for i in chosen.tolist()], settings.box_file
                     n_test -= len(labelled)
-                elif source == "train_defect":
-                    defects = AnomalyDataset(root, category, "train_defect", image_size=None).samples
-                    paths = [str(x.image) for x in defects]
-                    chosen = labelled_split(torch.tensor([x.label for x in defects]), paths, settings.n_labelled, seed)
-                    labelled = [paths[i] for i in chosen.tolist()]
                 else:
-                    chosen = labelled_split(test_labels, test_paths, settings.n_labelled, seed)
-                    labelled = [test_paths[i] for i in chosen.tolist()]
-                    n_test -= len(labelled)
+                    _, labelled = labelled_choice(root, category, source, test_labels, test_paths,
+                                                  settings.n_labelled, seed)
+                    n_test -= len(labelled) if source == "test" else 0
             if setting == "semi":
                 mix = semi_config(dataset, settings, {})
                 values = {"lr": mix.lr, "p": mix.window_fraction, "eps_plus": mix.eps_plus,
@@ -413,21 +408,35 @@ def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSetting
     return out
 
 
+def labelled_choice(root: Path, category: str, source: str, test_labels, test_paths: list[str], n: int,
+                    seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Which images a setting labels: indices ``(n,)`` into ``source``'s split and their paths.
+
+    ``source`` "test": the test set (``test_labels``, ``test_paths``); "train_defect": the
+    training set's defects, read from the folder listing (no image is decoded here).
+    """
+    if source == "train_defect":
+        samples = AnomalyDataset(root, category, "train_defect", image_size=None).samples
+        test_paths, test_labels = [str(x.image) for x in samples], torch.tensor([x.label for x in samples])
+    chosen = labelled_split(test_labels, test_paths, n, seed)
+    return chosen, [test_paths[i] for i in chosen.tolist()]
+
+
 def _labelled(root: Path, category: str, source: str, test, masks, labels, test_paths, n: int, seed: int, size: int):
     """The labelled images of a setting and what stays in the test set.
 
     Returns ``(images (n, 3, S, S), masks (n, S, S), paths, keep (N_test,) bool)``; ``source``
     "test" takes them from the test set and removes them from it, "train_defect" from the
-    training set's defects (the test set stays whole).
+    training set's defects (only the chosen ones are loaded; the test set stays whole).
     """
     keep = torch.ones(len(test), dtype=torch.bool)
+    chosen, paths = labelled_choice(root, category, source, labels, test_paths, n, seed)
     if source == "train_defect":
-        images, dmasks, dlabels, paths = load_split(root, category, "train_defect", size)
-        chosen = labelled_split(dlabels, paths, n, seed)
-        return images[chosen], dmasks[chosen], [paths[i] for i in chosen.tolist()], keep
-    chosen = labelled_split(labels, test_paths, n, seed)
+        ds = AnomalyDataset(root, category, "train_defect", image_size=size)
+        items = [ds[i] for i in chosen.tolist()]
+        return torch.stack([x[0] for x in items]), torch.stack([x[1][0] for x in items]), paths, keep
     keep[chosen] = False
-    return test[chosen], masks[chosen], [test_paths[i] for i in chosen.tolist()], keep
+    return test[chosen], masks[chosen], paths, keep
 
 
 def _native_masks(root: Path, category: str, size: int, masks: torch.Tensor, eval_size: str):
