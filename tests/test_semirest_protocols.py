@@ -344,3 +344,20 @@ def test_the_streamed_normal_pool_builds_the_same_bank_as_all_features_at_once(f
     assert torch.equal(fresh.memory.memory_bank, reference.memory_bank)
     assert torch.equal(fresh.memory.bank_source, reference.bank_source)
     assert fresh.pools["normal"].pcf.shape == (len(train), *fresh.grid, reference.memory_bank.shape[1])
+
+
+def test_a_fixed_synthetic_pool_is_relabelled_at_the_semi_thresholds_in_the_copy_only(fitted):
+    model, train, fg = fitted
+    pooled = SemiREST(model.memory.__class__(backbone=model.memory.features.extractor, lambda_pe=0.1,
+                                             coreset_ratio=0.5, device="cpu", progress=False),
+                      config=SemiRESTConfig(**{**TINY, "synthetic_per_image": 1}), progress=False)
+    pooled.fit(train, foreground=fg)
+    before = pooled.pools["synthetic"].labels.clone()
+    tuned = semirest_semi.semi_copy(pooled)
+    labels = torch.zeros(1, 64, 64, dtype=torch.long)
+    labels[0, 10:30, 10:30] = -1
+    semirest_semi.finetune_with_boxes(tuned, train[:1], labels,
+                                      MixMatchConfig(iterations=2, ramp_steps=1, b1=1, b2=1, b3=1), progress=False)
+    share = pooled.pools["synthetic"].share
+    assert torch.equal(tuned.pools["synthetic"].labels, semirest_model.labels_from_share(share, 0.25, 0.08))
+    assert torch.equal(pooled.pools["synthetic"].labels, before)  # the unsupervised model keeps its labels

@@ -247,13 +247,6 @@ class SemiREST:
         self.timings["prepare"] = time.perf_counter() - t0
         return self
 
-    def _relabelled(self, pool: TokenPool) -> TokenPool:
-        """``pool`` labelled at ``label_eps`` (kept while ``label_eps`` stays the same)."""
-        key = (id(pool), self.label_eps)
-        if getattr(self, "_relabel_key", None) != key:
-            self._relabel_key, self._relabel_pool = key, pool.relabelled(*self.label_eps)
-        return self._relabel_pool
-
     def _normal_pool(self, train_images: Tensor, batch_size: int = 16) -> TokenPool:
         """Memory bank (Eq. 4) and the normal pool, streaming: one batch of features on the device at a time.
 
@@ -345,8 +338,6 @@ class SemiREST:
                 continue
             if name == "synthetic" and pool is None:
                 pool = self.fresh_synthetic(count)
-            elif name == "synthetic" and pool.share is not None:
-                pool = self._relabelled(pool)
             index, corners = self._draw(pool, count, fraction or cfg.window_fraction, gen)
             w, lab = self.windows_from_pool(pool, index, corners, gen)
             windows.append(w)

@@ -73,6 +73,8 @@ def finetune_with_boxes(model: SemiREST, images: Tensor, pixel_labels: Tensor,
         model.model.load_state_dict(model.ema.module.state_dict())  # start from the averaged weights
     model.ema = warmup_ema(model.model, model.config.ema_decay, model.config.ema_warmup)
     model.label_eps = (cfg.eps_plus, cfg.eps_minus)  # synthetic anomalies at the semi setting's thresholds
+    if "synthetic" in model.pools:  # a fixed pool (synthetic_per_image): relabelled once; fresh ones use label_eps
+        model.pools["synthetic"] = model.pools["synthetic"].relabelled(*model.label_eps)
     optimizer = torch.optim.AdamW(model.model.parameters(), lr=cfg.lr, weight_decay=model.config.weight_decay)
     gen = torch.Generator(device=model.device).manual_seed(model.config.seed + 2)
     box_pool = model.pools["box"]
