@@ -38,11 +38,12 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torchvision.transforms.functional import resize, to_tensor
 
 from .. import metrics
 from ..data import AnomalyDataset, DatasetError, load_foregrounds, load_split
-from ..data.folder import load_rgb
+from ..data.folder import load_mask, load_rgb
 from ..patchcore import PatchCore
 from ..semirest.boxes import box_key, box_pixel_labels, boxes_from_mask, load_boxes
 from ..semirest.mixmatch import MixMatchConfig
@@ -447,8 +448,13 @@ def _native_masks(root: Path, category: str, size: int, masks: torch.Tensor, eva
     """
     if eval_size == "square":
         return masks, f"square {size}"
-    ds = AnomalyDataset(root, category, "test", image_size=None)
-    native = [ds[i][1][0] for i in range(len(ds))]
+    native = []  # the masks only: the images were decoded (and their masks checked) by load_split already
+    for sample in AnomalyDataset(root, category, "test", image_size=None).samples:
+        if sample.mask is not None:
+            native.append(torch.from_numpy(load_mask(sample.mask)).float())
+        else:
+            with Image.open(sample.image) as image:  # the header gives the size; no pixels are decoded
+                native.append(torch.zeros(image.height, image.width))
     sizes = {tuple(m.shape) for m in native}
     if len(sizes) > 1:
         return native, f"native ({len(sizes)} sizes)"
