@@ -237,3 +237,22 @@ def test_interrupted_regeneration_never_looks_complete(tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]
     ensure_toy_dataset(tmp_path / "data", "board", **other)  # still a toy folder: repaired, not refused
     _assert_regenerated(path, make_toy_dataset(tmp_path / "fresh", "board", **other))
+
+
+def test_toy_root_at_keeps_other_sizes_in_their_own_folder(tmp_path, monkeypatch):
+    import dataclasses
+
+    from cutswap_lib.config import get_profile, toy_root
+    from cutswap_lib.runs import ensure_toy_at, toy_root_at
+
+    monkeypatch.setenv("CUTSWAP_HOME", str(tmp_path))
+    fast = dataclasses.replace(get_profile("fast"), toy_train=2, toy_test_good=1, toy_test_defect=1)
+    assert toy_root_at(fast, fast.image_size) == toy_root(fast)
+    other = fast.image_size * 2
+    assert toy_root_at(fast, other) == toy_root(fast).with_name(f"toy_fast_{other}px")
+    root = ensure_toy_at(fast, other, "disc")
+    assert root == toy_root_at(fast, other)
+    from PIL import Image
+    image = Image.open(next((root / "disc" / "train" / "good").iterdir()))
+    assert image.size == (other, other)
+    assert not toy_root(fast).exists()   # the profile's own folder is left alone

@@ -23,14 +23,14 @@ from .results import format_results_table, merge_rows, settings_fingerprint, wri
 from .semirest_paper import paper_triple
 from .semirest_tables import (SemiRunSettings, boxes_from_file, check_box_files, check_semirest_run,
                               labelled_split, run_semirest_category, semirest_layout, semirest_table)
-from .toy import (DEFAULT_BACKBONES, BackboneSpec, ensure_profile_toy, run_patchcore, save_anomaly_figure,
+from .toy import (DEFAULT_BACKBONES, BackboneSpec, ensure_profile_toy, ensure_toy_at, toy_root_at, run_patchcore, save_anomaly_figure,
                   summarize, summary_table, toy_gallery, toy_patchcore_table)
 
 __all__ = [
     "BackboneSpec", "DEFAULT_BACKBONES", "Job", "NetworkChoice", "RunSettings", "SemiRunSettings",
     "ablation_variants", "boxes_from_file", "check_box_files", "check_cutswap_run",
     "check_semirest_run", "checks", "choose_network", "cutswap_encoders", "cutswap_paper",
-    "cutswap_table", "cutswap_tables", "ensure_profile_toy", "evaluate_category", "evaluate_patchcore",
+    "cutswap_table", "cutswap_tables", "ensure_profile_toy", "ensure_toy_at", "toy_root_at", "evaluate_category", "evaluate_patchcore",
     "format_results_table", "labelled_split", "merge_rows", "paired_differences", "paper_layout",
     "paper_row", "paper_triple", "plan_jobs", "results", "run_patchcore", "run_semirest_category",
     "saliency_maps", "save_anomaly_figure", "semirest_layout", "semirest_paper", "semirest_table",

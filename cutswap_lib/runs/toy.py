@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics, viz
-from ..config import Profile
+from ..config import Profile, toy_root
 from ..data import TOY_CATEGORIES, AnomalyDataset, ensure_toy_dataset, load_split
 from ..patchcore import PatchCore
 from .results import format_results_table, write_csv, write_text
@@ -46,6 +46,29 @@ def ensure_profile_toy(profile: Profile, root: Path, category: str) -> Path:
                               n_test_good=profile.toy_test_good,
                               n_test_defect=profile.toy_test_defect,
                               image_size=profile.image_size, seed=0)
+
+
+def toy_root_at(profile: Profile, image_size: int) -> Path:
+    """The folder of the profile's toy data drawn at ``image_size`` px.
+
+    ``toy_root(profile)`` when the profile's own size is ``image_size``; otherwise a sibling folder
+    ``toy_<profile>_<size>px``, so that data drawn at another size never overwrites the profile's own.
+    """
+    root = toy_root(profile)
+    return root if profile.image_size == image_size else root.with_name(f"{root.name}_{image_size}px")
+
+
+def ensure_toy_at(profile: Profile, image_size: int, categories=TOY_CATEGORIES) -> Path:
+    """The profile's toy ``categories`` (image counts of the profile) drawn at ``image_size`` px; returns the root.
+
+    One call for what every chapter's configuration cell needs: each category is generated only when absent
+    or different (``ensure_profile_toy``), into ``toy_root_at(profile, image_size)``.
+    """
+    root = toy_root_at(profile, image_size)
+    sized = dataclasses.replace(profile, image_size=image_size)
+    for category in ([categories] if isinstance(categories, str) else categories):
+        ensure_profile_toy(sized, root, category)
+    return root
 
 
 def run_patchcore(root: Path, category: str, spec: BackboneSpec, *, image_size: int,
