@@ -19,7 +19,7 @@ COLAB_VERSIONS := .ci/colab-versions.txt
 COLAB_HOME     := $(CURDIR)/.cache/colab-home
 KEY_PACKAGES   := torch|torchvision|numpy|scipy|scikit-learn|opencv-python-headless|ipywidgets|ipykernel|faiss-cpu|grad-cam|ipyevents
 
-.PHONY: run test lab test-colab bench clean book book-check gpu-check
+.PHONY: run test lab test-colab test-default bench clean book book-check gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,13 @@ book: $(VENV)/.installed
 book-check: $(VENV)/.installed
 	$(PY) tools/book_check.py
 
+# `make test-default` (not in CI): every notebook and solution in the default profile with its asserts, each
+# in its own process, timed with THREADS torch threads (tools/test_default.py; about an hour per thread count).
+THREADS ?= 1 2
+
+test-default: $(VENV)/.installed
+	$(PY) tools/test_default.py --profile $(PROFILE) --threads $(THREADS)
+
 bench: $(VENV)/.installed
 	$(PY) tests/benchmarks/bench_patchcore.py
 
@@ -74,4 +81,4 @@ gpu-check: $(VENV)/.installed
 	CUTSWAP_PROFILE=fast MPLBACKEND=Agg $(PY) tests/gpu_check.py
 
 clean:
-	rm -rf $(VENV) $(COLAB_VENV) results data/toy_* .cache
+	rm -rf $(VENV) $(COLAB_VENV) results data/toy_* .cache _book
