@@ -1,8 +1,9 @@
 """The weight average that SemiREST evaluates: an exponential moving average with a warm-up.
 
-The SemiREST paper does not mention a weight average; the authors' public code keeps an
-EMA of the Swin's weights at decay 0.999 (``../shared/PAPER-NOTES.md``, "What public
-reference code settles"). A plain EMA started at the first step keeps ``decay^T`` of the
+SemiREST Sec. 3.1.3: "the exponential moving average (EMA) (Haynes et al., 2012) trick is
+adopted to smooth the parameters for the final model"; the paper gives no decay, the authors'
+public code keeps the EMA of the Swin's weights at decay 0.999 (``../shared/PAPER-NOTES.md``,
+"What public reference code settles"). A plain EMA started at the first step keeps ``decay^T`` of the
 first step's (near random) weights after ``T`` steps: 0.999^2000 = 13.5 % for a
 2,000-iteration run, and 0.999^400 = 67 % of the model *before* a 400-step fine-tune.
 

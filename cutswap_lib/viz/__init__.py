@@ -9,6 +9,7 @@
 * :mod:`.residuals` – notebook 04: position code, residual matches and maps
 * :mod:`.bagging`   – notebook 05: windows, coverage, synthetic anomalies, losses, bagging
 * :mod:`.boxes`     – notebook 06: box labels, MixMatch steps, the box-drawing widget
+* :mod:`.pipeline`  – every chapter's opening: the two papers' pipelines, "you are here"
 
 Every ``show_*`` function returns its :class:`matplotlib.figure.Figure`. The figure modules
 may use the method (:mod:`cutswap_lib.cutswap`, :mod:`cutswap_lib.semirest`); the method
@@ -19,6 +20,7 @@ from . import bagging, boxes, common, data, negatives, patchcore, residuals, sal
 from .common import overlay_mask_contour, save_figure
 from .data import show_samples
 from .patchcore import show_anomaly_maps, show_score_histogram
+from .pipeline import PIPELINE_STAGES, show_pipeline  # the two papers' pipelines, "you are here"
 from .saliency import (draw_anchor_boxes, show_cluster_choices, show_clusters, show_kmeans_histogram,
                        show_object_share, show_saliency_levels)
 from .negatives import (TracedNegatives, foreground_fraction, kind_fractions, move_shares, negative_kinds,
@@ -37,16 +39,16 @@ from .boxes import (BoxAnnotator, normal_blocks_with_defect, show_annotation_lev
                     show_pseudo_labels)
 
 __all__ = [
-    "BoxAnnotator", "TracedNegatives", "bagging", "boxes", "common", "data", "draw_anchor_boxes",
+    "PIPELINE_STAGES", "BoxAnnotator", "TracedNegatives", "bagging", "boxes", "common", "data", "draw_anchor_boxes",
     "foreground_fraction", "kind_fractions", "match_displacement", "move_shares", "moving_average",
     "negative_kinds", "negatives", "normal_blocks_with_defect", "overlay_mask_contour", "patchcore",
-    "pca_basis", "residuals", "saliency", "save_figure", "show_annotation_levels", "show_anomaly_maps",
+    "pca_basis", "pipeline", "residuals", "saliency", "save_figure", "show_annotation_levels", "show_anomaly_maps",
     "show_anomaly_maps_by_backbone", "show_block_labels", "show_boxes", "show_cluster_choices",
     "show_clusters", "show_code_distance", "show_cost_vs_accuracy", "show_distance_histograms",
     "show_far_match_share", "show_finetune_curves", "show_focal_loss_curves", "show_kmeans_histogram",
     "show_knn_augmentation", "show_lambda_u_ramp", "show_match_displacement",
     "show_memory_bank_projection", "show_mixup", "show_negative_kinds", "show_negatives",
-    "show_object_share", "show_position_code", "show_position_similarity", "show_pseudo_labels",
+    "show_object_share", "show_pipeline", "show_position_code", "show_position_similarity", "show_pseudo_labels",
     "show_residual_maps", "show_residual_sparsity", "show_saliency_levels", "show_samples",
     "show_score_histogram", "show_semirest_history", "show_sliding_windows", "show_synthetic_anomalies",
     "show_token_dropout", "show_training_curves", "show_window_coverage", "show_window_vs_bagged",
