@@ -121,3 +121,36 @@ def test_show_object_share():
         vs.show_object_share({"a": np.zeros(5), "b": np.zeros(4)})
     with pytest.raises(ValueError, match="empty"):
         vs.show_object_share({})
+
+
+def test_show_map_anchors_clusters_one_map_and_draws_its_anchors():
+    images, maps = tiny(n=1, levels=1, size=16)
+    m = torch.from_numpy(maps[0, 0])
+    fig = vs.show_map_anchors(images[0], m, k=3, patch_size=2, seed=0, title="t")
+    last = [ax for ax in fig.axes if ax.get_title()][-1]
+    assert last.get_title().startswith("cluster 2")  # the highest of K = 3
+    assert len([p for p in last.patches if isinstance(p, Rectangle)]) == 2
+    same = vs.show_map_anchors(images[0], maps[0, 0], k=3, patch_size=2, seed=0)  # numpy works too
+    corners = [[p.get_xy() for p in [a for a in f.axes if a.get_title()][-1].patches] for f in (fig, same)]
+    assert corners[0] == corners[1]  # same seed, same anchors
+
+
+def test_saliency_explorer_builds_headlessly_and_redraws():
+    widgets = pytest.importorskip("ipywidgets")
+    images, maps = tiny(n=2, levels=3, size=16)
+    box = vs.saliency_explorer(images, {"a": maps, "b": torch.from_numpy(maps[:, ::-1].copy())},
+                               names=["x", "y"], k=2, patch_size=3)
+    assert isinstance(box, widgets.VBox)
+    assert set(box.controls) == {"image", "level", "k", "network"} and box.controls["level"].value == 2
+    first = box.view.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"  # drawn once on creation
+    box.controls["network"].value = "b"
+    box.controls["image"].value = 1
+    assert box.view.value != first  # a control change redraws
+    assert plt.get_fignums() == []  # every figure drawn was closed
+    with pytest.raises(ValueError, match="same shape"):
+        vs.saliency_explorer(images, {"a": maps, "b": maps[:1]})
+    with pytest.raises(ValueError, match="names"):
+        vs.saliency_explorer(images, {"a": maps}, names=["only one"])
+    with pytest.raises(ValueError, match="level"):
+        vs.saliency_explorer(images, {"a": maps}, level=4)

@@ -12,22 +12,30 @@ patch side is given in the same grid, and both are scaled by ``W / w`` for the f
 Colours: saliency in ``jet`` (blue low, red high); k-means clusters in ``viridis`` by
 centroid rank (cluster 0 = lowest saliency, dark; cluster K-1 = highest, yellow); the
 two anchors in cyan and magenta.
+
+:func:`show_map_anchors` clusters one map and draws its anchors in one call;
+:func:`saliency_explorer` puts the same figure behind ipywidgets controls (imported only
+when it is called: ipywidgets is in the ``notebooks`` extra, not a core dependency).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import io
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..cutswap.clustering import kmeans_saliency, sample_anchor_pairs
 from .common import _images_hwc, _numpy, _show_image
 
 __all__ = ["show_saliency_levels", "draw_anchor_boxes", "show_kmeans_histogram",
-           "show_clusters", "show_cluster_choices", "show_object_share"]
+           "show_clusters", "show_cluster_choices", "show_object_share", "show_map_anchors",
+           "saliency_explorer"]
 
 SALIENCY_CMAP = "jet"
 ANCHOR_COLOURS = ("cyan", "magenta")
@@ -275,3 +283,82 @@ def show_object_share(shares: Mapping[str, object], chance=None, level_names=Non
     if title is not None:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+def show_map_anchors(image, saliency_map, k: int = 4, patch_size: float | None = None, seed: int = 0,
+                     title=None) -> Figure:
+    """One map clustered and its anchors drawn: :func:`show_clusters` after k-means and one anchor draw.
+
+    ``image`` ``(3, H, W)``; ``saliency_map`` ``(h, w)`` in [0, 1] (torch or numpy); ``k`` clusters
+    (:func:`~cutswap_lib.cutswap.kmeans_saliency`); one anchor pair drawn from the highest-centroid
+    cluster by :func:`~cutswap_lib.cutswap.sample_anchor_pairs` with a generator seeded ``seed``
+    (same seed, same anchors); ``patch_size`` on the map's grid.
+    """
+    m = torch.as_tensor(_map2d(saliency_map, "saliency_map"), dtype=torch.float32)  # (h, w)
+    _, assign = kmeans_saliency(m[None], k=int(k))  # (1, h, w) ids by centroid rank
+    pair = sample_anchor_pairs(m[None], int(k), torch.Generator().manual_seed(int(seed)))[0]  # (2, 2)
+    return show_clusters(image, assign[0], int(k), saliency=m, anchors=pair, patch_size=patch_size,
+                         title=title)
+
+
+def saliency_explorer(images, maps: Mapping[str, object], names: Sequence[str] | None = None,
+                      k: int = 4, patch_size: float | None = None, seed: int = 0, level: int | None = None,
+                      max_k: int = 8, dpi: int = 80):
+    """Controls (image, level, K, network) over :func:`show_map_anchors`; returns an ``ipywidgets.VBox``.
+
+    ``images`` ``(N, 3, H, W)`` in [0, 1]; ``maps``: network label -> ``(N, L, h, w)`` saliency maps of
+    those images (e.g. ``{"pretrained": ..., "random init": ...}``, every entry the same shape);
+    ``names`` N image labels; ``k`` the starting K (slider 1..``max_k``); ``level`` the starting level,
+    1-based (None: the deepest but one); ``patch_size`` and ``seed`` as in :func:`show_map_anchors`.
+
+    The figure is redrawn as a PNG into an ``ipywidgets.Image`` whenever a control changes (and
+    once now), not through ``ipywidgets.interact``, whose output widget can make headless runs
+    (``jupyter nbconvert --execute``) hang now and then (jupyter/nbclient#312). The figures are
+    closed after drawing. The returned box holds ``.controls`` (name -> widget) and ``.view`` (the
+    image widget) for tests and scripts. Raises ImportError with the install command when
+    ipywidgets is missing.
+    """
+    try:
+        import ipywidgets as widgets
+    except ImportError as err:
+        raise ImportError("saliency_explorer needs ipywidgets: pip install ipywidgets "
+                          "(or the course's notebooks extra); the static figures work without it") from err
+    if not maps:
+        raise ValueError("maps is empty: pass {network label: (N, L, h, w) saliency maps}")
+    imgs = _images_hwc(images)  # (N, H, W, C), checks the shape
+    arrays = {label: _numpy(m).astype(np.float32) for label, m in maps.items()}
+    shapes = {a.shape for a in arrays.values()}
+    first = next(iter(shapes))
+    if len(shapes) != 1 or len(first) != 4 or first[0] != len(imgs):
+        raise ValueError(f"every entry of maps must be (N, L, h, w) with N = {len(imgs)} images and the "
+                         f"same shape; got {sorted(shapes)}")
+    n, levels = first[:2]
+    names = [f"image {i}" for i in range(n)] if names is None else [str(x) for x in names]
+    if len(names) != n:
+        raise ValueError(f"got {len(names)} names for {n} images")
+    level = max(1, levels - 1) if level is None else int(level)
+    if not 1 <= level <= levels:
+        raise ValueError(f"level must be in 1..{levels}, got {level}")
+    controls = {"image": widgets.Dropdown(options=[(c, i) for i, c in enumerate(names)], description="image"),
+                "level": widgets.IntSlider(value=level, min=1, max=levels, description="level"),
+                "k": widgets.IntSlider(value=int(k), min=1, max=max(int(max_k), int(k)), description="K"),
+                "network": widgets.ToggleButtons(options=list(arrays), description="network")}
+    view = widgets.Image(format="png")
+    image_chw = np.ascontiguousarray(imgs.transpose(0, 3, 1, 2))  # (N, C, H, W) for show_clusters
+
+    def redraw(_change=None):
+        i, lv, kk, net = (controls[c].value for c in ("image", "level", "k", "network"))
+        fig = show_map_anchors(image_chw[i], arrays[net][i, lv - 1], kk, patch_size, seed,
+                               title=f"{names[i]}, level {lv}, K = {kk}, {net}")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        plt.close(fig)
+        view.value = buffer.getvalue()
+
+    for w in controls.values():
+        w.observe(redraw, names="value")
+    redraw()
+    box = widgets.VBox([widgets.HBox([controls["image"], controls["level"], controls["k"]]),
+                        controls["network"], view])
+    box.controls, box.view = controls, view
+    return box
