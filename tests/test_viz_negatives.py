@@ -79,6 +79,18 @@ def test_negative_kinds_majority_rule():
         vn.negative_kinds(torch.zeros(3, 5))
 
 
+def test_summary_row_known_case():
+    on = torch.tensor([0.9, 0.5, float("nan"), 0.1])  # 0.5 is not above 1/2; NaN counts as off
+    shares = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [float("nan")] * 4, [0.5, 0.25, 0.25, 0.0]])
+    row = vn.summary_row(on, shares)
+    assert list(row) == ["n", "mostly on", "mean on", *vn.KINDS]
+    assert row["n"] == 4 and row["mostly on"] == 0.25
+    assert row["mean on"] == pytest.approx(0.5)  # (0.9 + 0.5 + 0.1) / 3, the empty negative left out
+    assert (row["F2F"], row["B2B"], row["mixed"]) == (0.25, 0.25, 0.5)
+    with pytest.raises(ValueError, match=r"\(n, 4\) shares"):
+        vn.summary_row(on, shares[:3])
+
+
 # --------------------------------------------------------------------------- provenance
 def test_cutswap_provenance_known_swap():
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -22,6 +22,8 @@ dataset's ``foreground/`` masks):
   object: its F2B and B2F shares are equal (at most 1/2 each) and a swap across the
   object's edge counts as *mixed*, never as B2F alone (CutSwap-scar rotates its patches
   with nearest sampling, so there the two shares are only nearly equal).
+* :func:`summary_row`: one table row per method (share mostly on the object, mean on-object
+  fraction, share of each kind), for :func:`cutswap_lib.runs.format_results_table`.
 * :func:`show_negatives`, :func:`show_negative_kinds`: the figures.
 
 Same figure contract as :mod:`cutswap_lib.viz` (new figure, returned, never closed).
@@ -42,7 +44,7 @@ from ..cutswap.augment import cutpaste, cutpaste_scar, cutswap, cutswap_scar
 from .common import _images_hwc, _numpy, _show_image, overlay_mask_contour
 
 __all__ = ["METHODS", "PIXEL_CLASSES", "KINDS", "TracedNegatives", "traced_negatives",
-           "foreground_fraction", "move_shares", "negative_kinds", "kind_fractions",
+           "foreground_fraction", "move_shares", "negative_kinds", "kind_fractions", "summary_row",
            "show_negatives", "show_negative_kinds"]
 
 METHODS = ("cutswap", "cutswap-scar", "cutpaste", "cutpaste-scar")
@@ -176,6 +178,23 @@ def kind_fractions(kinds: torch.Tensor) -> dict[str, float]:
     """Share of negatives of each kind: ``(n,)`` indices -> {kind: fraction} over :data:`KINDS`."""
     counts = torch.bincount(kinds.reshape(-1).cpu(), minlength=len(KINDS)).double()
     return {k: float(c / max(kinds.numel(), 1)) for k, c in zip(KINDS, counts)}
+
+
+def summary_row(on_object: torch.Tensor, shares: torch.Tensor) -> dict[str, float | int]:
+    """One method's counts as a table row: ``(n,)`` fractions, ``(n, 4)`` shares -> dict.
+
+    ``on_object``: :func:`foreground_fraction` of n negatives; ``shares``: their
+    :func:`move_shares`. Keys: ``n``; ``mostly on``, the share of negatives above 1/2 on the
+    object (NaN, nothing changed, counts as off); ``mean on``, the mean fraction over the
+    negatives that changed something; then the share of each of :data:`KINDS`.
+    """
+    if on_object.ndim != 1 or shares.shape != (len(on_object), len(PIXEL_CLASSES)):
+        raise ValueError(f"need (n,) fractions and (n, 4) shares, got {tuple(on_object.shape)} and "
+                         f"{tuple(shares.shape)}")
+    row: dict[str, float | int] = {"n": len(on_object),
+                                   "mostly on": float((on_object.nan_to_num(0.0) > 0.5).double().mean()),
+                                   "mean on": float(on_object.double().nanmean())}
+    return {**row, **kind_fractions(negative_kinds(shares))}
 
 
 # --------------------------------------------------------------------------- figures
