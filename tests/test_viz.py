@@ -40,6 +40,16 @@ def test_show_samples(as_tensor):
     assert len(viz.show_samples(images[:1]).axes) == 1
 
 
+def test_show_samples_draws_boxes():
+    images, masks, _ = tiny(n=2)
+    fig = viz.show_samples(images, masks, boxes=[[(1, 2, 5, 7)], []])
+    first, second = fig.axes[0].patches, fig.axes[1].patches
+    assert len(first) == 1 and len(second) == 0
+    assert first[0].get_xy() == (0.5, 1.5) and (first[0].get_width(), first[0].get_height()) == (4, 5)
+    with pytest.raises(ValueError, match="one list of boxes per image"):
+        viz.show_samples(images, boxes=[[]])
+
+
 @pytest.mark.parametrize("as_tensor", [False, True])
 def test_show_anomaly_maps(as_tensor):
     images, masks, maps = tiny(n=3)
