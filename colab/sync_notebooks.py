@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from cutswap_lib import SOURCE, colab_url  # noqa: E402
 
 SETUP_CELL = REPO / "colab" / "setup_cell.py"
-BADGE_URL = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+?/notebooks/(?P<name>[\w.-]+\.ipynb)")
+BADGE_URL = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+?/notebooks/(?P<name>(?:solutions/)?[\w.-]+\.ipynb)")
 SOURCE_LINE = re.compile(r'^SOURCE = "[^"]*"', re.MULTILINE)
 
 
@@ -67,7 +67,8 @@ def main() -> int:
     if cell != SETUP_CELL.read_text(encoding="utf-8"):
         SETUP_CELL.write_text(cell, encoding="utf-8")
         print(f"updated {SETUP_CELL.relative_to(REPO)}")
-    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+    chapters = sorted((REPO / "notebooks").glob("*.ipynb"))
+    for path in chapters + sorted((REPO / "notebooks" / "solutions").glob("*.ipynb")):
         if sync_notebook(path, cell):
             print(f"updated {path.relative_to(REPO)}")
     readme = REPO / "notebooks" / "README.md"

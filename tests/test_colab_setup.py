@@ -25,6 +25,7 @@ from cutswap_lib import config
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+SOLUTIONS = sorted((REPO / "notebooks" / "solutions").glob("*.ipynb"))
 BADGE = re.compile(r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
                    r"\((?P<url>[^)\s]+)\)")
 # A file or folder link at a ref (GitHub's or Colab's), and an install address at a ref (pip's git+ form).
@@ -67,7 +68,8 @@ def notebook_problems(path: Path, setup_cell: str, source: str = SOURCE) -> list
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     problems = []
     badges = [m["url"] for m in BADGE.finditer(_text(cells[0]))] if cells[0]["cell_type"] == "markdown" else []
-    expected = colab_url(f"notebooks/{path.name}", source)
+    where = f"{path.parent.name}/{path.name}" if path.parent.name == "solutions" else path.name
+    expected = colab_url(f"notebooks/{where}", source)
     if badges != [expected]:
         problems.append(f"{path.name} cell 0: Colab badge(s) {badges}, expected one badge opening {expected}")
     if cells[1]["cell_type"] != "code" or _text(cells[1]) != setup_cell.rstrip("\n"):
@@ -118,6 +120,15 @@ def test_setup_cell_template_names_the_source():
 def test_every_badge_and_setup_cell_agrees_with_the_source():
     assert len(NOTEBOOKS) == 8  # 00, 00b, 01-06
     assert all_problems(REPO / "notebooks") == []
+
+
+def test_every_solutions_notebook_has_its_own_badge_and_the_setup_cell():
+    chapters = {p.name.split("_")[0] for p in NOTEBOOKS}
+    assert SOLUTIONS and {p.name.split("_")[0] for p in SOLUTIONS} <= chapters
+    setup_cell = (REPO / "colab" / "setup_cell.py").read_text(encoding="utf-8")
+    assert [p for nb in SOLUTIONS for p in notebook_problems(nb, setup_cell)] == []
+    problems = notebook_problems(SOLUTIONS[0], setup_cell, "https://github.com/cutswap-course/cutswap-notebooks@v0.2.0")
+    assert any("cell 0: Colab badge" in p for p in problems) and any("cell 1:" in p for p in problems)
 
 
 def _copy_notebooks(tmp_path: Path) -> Path:
