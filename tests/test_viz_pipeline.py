@@ -140,7 +140,8 @@ def test_default_size_is_notebook_width():
 
 def test_committed_pngs_are_what_the_tool_writes(tmp_path):
     written = draw_tool().draw(tmp_path)
-    assert [p.name for p in written] == ["pipeline_cutswap.png", "pipeline_semirest.png"]
+    chapters = [f"here_{c}.png" for c in draw_tool().CHAPTERS]
+    assert [p.name for p in written] == ["pipeline_cutswap.png", "pipeline_semirest.png", *chapters]
     for path in written:
         committed = FIGURES / path.name
         assert committed.is_file(), f"{committed} is missing: run tools/draw_pipelines.py"

@@ -1,4 +1,8 @@
-"""Write the two pipeline figures, ``notebooks/figures/pipeline_{cutswap,semirest}.png``.
+"""Write the two pipeline figures, ``notebooks/figures/pipeline_{cutswap,semirest}.png``, and each chapter's "you are here".
+
+``here_<NN>.png`` is the pipeline of chapter ``NN`` with the stages it teaches highlighted
+(:data:`CHAPTERS`); each chapter's opening shows it as a Markdown image, so it shows on GitHub
+although the committed notebooks have no outputs.
 
     .venv/bin/python tools/draw_pipelines.py                 # into notebooks/figures/
     .venv/bin/python tools/draw_pipelines.py --out /tmp/figs
@@ -29,6 +33,16 @@ from cutswap_lib.viz.pipeline import PIPELINE_STAGES, show_pipeline  # noqa: E40
 
 DPI = 100
 FIGURES = REPO / "notebooks" / "figures"
+# chapter -> (paper, the stages it teaches); 00 (the data) shows both pipelines unhighlighted
+CHAPTERS = {
+    "00b": ("cutswap", ["patchcore"]),
+    "01": ("cutswap", ["layercam", "kmeans"]),
+    "02": ("cutswap", ["swap"]),
+    "03": ("cutswap", ["three_way", "patchcore"]),
+    "04": ("semirest", ["pcf", "memory", "residuals"]),
+    "05": ("semirest", ["windows", "swin", "bagging"]),
+    "06": ("semirest", ["mixmatch"]),
+}
 
 
 def draw(out: Path = FIGURES, dpi: int = DPI) -> list[Path]:
@@ -36,9 +50,11 @@ def draw(out: Path = FIGURES, dpi: int = DPI) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for paper in PIPELINE_STAGES:
-        fig = show_pipeline(paper)
-        path = out / f"pipeline_{paper}.png"
+    figures = [(f"pipeline_{paper}.png", paper, None) for paper in PIPELINE_STAGES]
+    figures += [(f"here_{chapter}.png", paper, here) for chapter, (paper, here) in CHAPTERS.items()]
+    for name, paper, here in figures:
+        fig = show_pipeline(paper, here=here)
+        path = out / name
         fig.savefig(path, dpi=dpi, metadata={"Software": None})
         plt.close(fig)
         paths.append(path)
