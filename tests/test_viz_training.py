@@ -41,6 +41,27 @@ def test_show_training_curves():
         vt.show_training_curves({"none": []})
 
 
+def test_show_three_way_step():
+    images = torch.rand(6, 3, 16, 16)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    before = torch.full((6, 3), 1 / 3)
+    after = torch.softmax(torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    fig = vt.show_three_way_step(images, labels, before, after)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 6  # 3 rows (classes) x 2 samples
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["normal (0)", "CutSwap (1)", "CutSwap-scar (2)"]
+    assert fig.axes[3].get_title() == f"p = 0.33 -> {float(after[3, 1]):.2f}"  # its own class: label 1
+    rose = {i: float(after[i, labels[i]]) >= 1 / 3 for i in range(6)}
+    colours = {i: fig.axes[i].spines["top"].get_edgecolor() for i in range(6)}
+    assert all(colours[i] == matplotlib.colors.to_rgba("tab:green" if rose[i] else "tab:red") for i in range(6))
+    only_before = vt.show_three_way_step(images, labels, before)
+    assert only_before.axes[0].get_title() == "p = 0.33"
+    with pytest.raises(ValueError, match="blocks"):
+        vt.show_three_way_step(images, torch.tensor([0, 1, 0, 1, 2, 2]), before)
+    with pytest.raises(ValueError, match="equal blocks"):
+        vt.show_three_way_step(images[:5], labels[:5], before[:5])
+
+
 def test_pca_basis_matches_sklearn():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)) + 3.0

@@ -2,8 +2,8 @@
 
 The encoder (ResNet18 in the paper; any :data:`~cutswap_lib.backbones.BACKBONES` here,
 EfficientNet-Lite0 when ResNet18's ImageNet weights cannot be had) is cut after its
-deepest level, globally average-pooled to the paper's d = 512 feature (ResNet18's
-layer4 has 512 channels), and topped with an MLP head and a linear 3-way classifier:
+deepest level, globally average-pooled to d = 512 (ResNet18's layer4 has 512 channels; that this
+is the 512 of the paper's "(30, 5, 4, 512)" is the course's reading), and topped with an MLP head and a linear 3-way classifier:
 normal / CutSwap / CutSwap-scar (or the CutPaste classes with ``mode="cutpaste"``).
 
 Choices the paper leaves open (it fixes SGD, initial lr 0.03 and 256 epochs), taken

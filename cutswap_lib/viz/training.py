@@ -6,6 +6,8 @@ closed here. Torch tensors (any device, any float dtype) and numpy arrays both w
 
 * :func:`show_training_curves` – loss, accuracy and learning rate per epoch of several
   runs (the ``history`` lists of :func:`cutswap_lib.cutswap.train.train_three_way`).
+* :func:`show_three_way_step` – one 3-way batch, one row per class, each sample's
+  probability of its own class before and after a training step.
 * :func:`show_memory_bank_projection` – per backbone, a 2-D PCA of its normal patch
   features, the PatchCore memory bank(s) drawn on top, anomalous patches marked.
 * :func:`show_anomaly_maps_by_backbone` – the same test images scored by several
@@ -27,7 +29,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .common import _images_hwc, _maps_nhw, _numpy, _show_image, _titles, overlay_mask_contour
 
-__all__ = ["show_training_curves", "pca_basis", "show_memory_bank_projection",
+__all__ = ["show_training_curves", "show_three_way_step", "pca_basis", "show_memory_bank_projection",
            "show_anomaly_maps_by_backbone"]
 
 
@@ -67,6 +69,44 @@ def show_training_curves(histories: Mapping[str, Sequence[Mapping]], chance: flo
     axes[1].legend(fontsize=8)
     if title is not None:
         fig.suptitle(title)
+    return fig
+
+
+def show_three_way_step(images, labels, before, after=None,
+                        class_names: Sequence[str] = ("normal", "CutSwap", "CutSwap-scar")) -> Figure:
+    """One 3-way batch and what a training step did to it: one row per class, one panel per sample.
+
+    images ``(3B, 3, H, W)`` in [0, 1], in :func:`~cutswap_lib.cutswap.selfsup.make_batch`'s
+    blocks (B of label 0, then B of label 1, then B of label 2); labels ``(3B,)``; before,
+    after ``(3B, 3)``: class probabilities (softmax of the logits) before and after the step
+    (after: optional). Each title gives the sample's probability of its own class, ``p = 0.31 ->
+    0.36``; with ``after`` the frame is green where it rose, red where it fell.
+    """
+    imgs = _images_hwc(images)  # (3B, H, W, C)
+    y = _numpy(labels).astype(int).reshape(-1)
+    p0 = _numpy(before).astype(np.float64)
+    p1 = None if after is None else _numpy(after).astype(np.float64)
+    n, k = len(imgs), len(class_names)
+    if n == 0 or n % k or y.shape != (n,) or p0.shape != (n, k) or (p1 is not None and p1.shape != (n, k)):
+        raise ValueError(f"expected {k} equal blocks: images (3B, C, H, W), labels (3B,), probabilities (3B, {k}); "
+                         f"got {n} images, labels {y.shape}, before {p0.shape}"
+                         + ("" if p1 is None else f", after {p1.shape}"))
+    b = n // k
+    if (y != np.repeat(np.arange(k), b)).any():
+        raise ValueError(f"labels must come in blocks of {b}: {y.tolist()}")
+    fig, axes = plt.subplots(k, b, figsize=(2.1 * b + 0.4, 2.3 * k), squeeze=False, layout="constrained")
+    for i in range(n):
+        ax = axes[i // b, i % b]
+        _show_image(ax, imgs[i])
+        title = f"p = {p0[i, y[i]]:.2f}"
+        if p1 is not None:
+            title += f" -> {p1[i, y[i]]:.2f}"
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:green" if p1[i, y[i]] >= p0[i, y[i]] else "tab:red")
+                spine.set_linewidth(2.5)
+        ax.set_title(title, fontsize=8)
+        if i % b == 0:
+            ax.set_ylabel(f"{class_names[y[i]]} ({y[i]})", fontsize=9)
     return fig
 
 
