@@ -149,9 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     profile_group.add_argument("--cpu", action="store_true",
                                help="CPU profile for --init random: one encoder per category, 20 epochs on 40 "
                                     "images fine-tuned at 64 px, PatchCore at 128 px, coreset 0.1, seeds 0 1 2")
-    p.add_argument("--init", choices=["imagenet", "random"], default=None,
-                   help="the encoder's start: imagenet (the paper; default) or random (untrained: "
-                        "'resnet18' rows are then the untrained encoder; the default with --cpu)")
+    p.add_argument("--backbone", choices=BACKBONES, default="resnet18",
+                   help="the encoder, in place of the paper's ResNet18 in every column (the 'resnet18' rows are "
+                        "then this network before fine-tuning; the saliency network stays VGG16). Default: resnet18")
+    p.add_argument("--init", "--weights", dest="init", choices=["imagenet", "random"], default=None,
+                   help="the encoder's start (--weights is the same flag): imagenet (the paper; default; offline "
+                        "the ImageNet EfficientNet-Lite0 stands in) or random (untrained: the paper's shapes "
+                        "offline; 'resnet18' rows are then the untrained encoder; the default with --cpu)")
     p.add_argument("--train-per", choices=["dataset", "category"], default=None,
                    help="fine-tune one encoder per dataset (default; the paper: fine-tuning 'performed on "
                         "each dataset') or one per category (a course choice)")
@@ -159,8 +163,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="anchor pairs whose patches overlap or leave the image: draw again from the salient "
                         "cluster (default; a course choice) or push the patches apart")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the plan (one JSON line per category x method x variant x seed) and exit "
-                        "without training or writing a checkpoint")
+                   help="print the plan (one JSON line per category x method x variant x seed, with the planner's "
+                        "peak host / device memory and CPU / T4 time per stage) and exit without training or "
+                        "writing a checkpoint; warns when a peak passes this machine's memory")
     p.add_argument("--epochs", type=_positive_int, default=None, help="default: 256 (paper), 3 with --small")
     p.add_argument("--image-size", type=_image_size, default=None, help="default: 224")
     p.add_argument("--train-size", type=_image_size, default=None,
@@ -187,6 +192,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="Table 6: square / abs, +PCF, +bagging, +kNN (and +MixMatch, +dropout for semi)")
     p.add_argument("--small", action="store_true",
                    help="CPU profile: 224 px, a narrow Swin (128 channels), windows of 16 every 4 tokens")
+    p.add_argument("--backbone", choices=BACKBONES, default=None,
+                   help="the feature network of the residuals and the PatchCore column (default: the paper's "
+                        "wide_resnet50_2)")
+    p.add_argument("--weights", choices=["imagenet", "random"], default=None,
+                   help="imagenet (default; offline the ImageNet EfficientNet-Lite0 stands in for the backbone) or "
+                        "random: the backbone untrained, the paper's shapes for memory and speed checks offline")
     p.add_argument("--iterations", type=_positive_int, default=None,
                    help="training iterations (default: the profile's)")
     p.add_argument("--image-size", type=_image_size, default=None, help="default: 512 (224 with --small)")
@@ -210,7 +221,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="Eq. 3's frequencies: as printed (paper, 10000^(8k/d)) or MAE's, as the authors' code (mae)")
     p.add_argument("--dry-run", action="store_true",
                    help="print one JSON line per category and setting (images, labelled paths, the protocol's "
-                        "hyper-parameters) and exit without training")
+                        "hyper-parameters, the planner's peak host / device memory and CPU / T4 time per stage) "
+                        "and exit without training; warns when a peak passes this machine's memory")
     p.add_argument("--seeds", type=_nonnegative_int, nargs="+", default=None, help="default: 0")
     p.add_argument("--boxes", default=None, metavar="FILE",
                    help="box file in each category folder (notebook 06's widget writes boxes.json): the "
@@ -298,13 +310,13 @@ def _cutswap_table(args, profile) -> int:
     if args.dry_run:
         cutswap_tables.cutswap_table(args.dataset, root, categories, settings, results=args.results,
                                      methods=methods, ablation=args.ablation, device=args.device,
-                                     progress=False, dry_run=True)
+                                     progress=False, dry_run=True, backbone=args.backbone)
         return 0
     print(f"CutSwap tables on {args.dataset} ({len(categories)} categories, {settings})")
     t0 = time.perf_counter()
     rows = cutswap_tables.cutswap_table(args.dataset, root, categories, settings, results=args.results,
-                                        methods=methods, ablation=args.ablation,
-                                        device=args.device, progress=not args.no_progress)
+                                        methods=methods, ablation=args.ablation, device=args.device,
+                                        progress=not args.no_progress, backbone=args.backbone)
     print()
     print(cutswap_tables.paper_layout(rows))
     print(f"\nwrote results under {args.results} in {time.perf_counter() - t0:.0f} s")
@@ -343,6 +355,8 @@ def _semirest_table(args, profile) -> int:
         settings.image_size = args.image_size
     if args.coreset_ratio is not None:
         settings.coreset_ratio = args.coreset_ratio
+    settings.backbone = args.backbone or settings.backbone
+    settings.weights = args.weights or settings.weights
     settings.seeds = tuple(_unique("--seeds", args.seeds)) if args.seeds is not None else settings.seeds
     settings.n_labelled = args.labelled if args.labelled is not None else settings.n_labelled
     settings.box_file = args.boxes
@@ -362,7 +376,8 @@ def _semirest_table(args, profile) -> int:
     root, categories = found
     semirest_tables.check_semirest_run(root, categories, settings, setting_names, args.dataset)
     if args.dry_run:
-        for line in semirest_tables.plan_semirest(args.dataset, root, categories, settings, setting_names):
+        for line in semirest_tables.plan_semirest(args.dataset, root, categories, settings, setting_names,
+                                                  device=args.device):
             print(json.dumps(line))
         return 0
     args.started = True  # checks done: what fails from here on is not an argument

@@ -35,7 +35,8 @@ from ..cutswap.selfsup import OVERLAP
 from ..cutswap.train import TrainConfig
 from ..data import AnomalyDataset, load_split
 from ..patchcore import PatchCore
-from . import cutswap_paper
+from ..weights import BACKBONES
+from . import cutswap_paper, planner
 from .checks import (MIN_IMAGE_SIZE, check_fraction, check_names, check_positive, check_seeds, check_test_split,
                      test_counts)
 from .cutswap_encoders import (Job, NetworkChoice, choose_network, estimate_epoch_seconds, finetune_set,
@@ -112,6 +113,16 @@ class RunSettings:
         CutSwap - untrained image AUROC +0.22 / -0.11 / -0.15 (fabric / disc / board),
         one encoder per category +0.16 / +0.03 / +0.07; a 2-core CPU cannot give the pooled
         encoder the epochs it would need. Measured run: see the README.
+
+        What else was tried (toy disc, seed 0, one thread; image AUROC untrained -> CutSwap, these
+        sizes unless named; single seeds, so read them as leads, not results): these settings 0.576 ->
+        0.609; batch 4 (four times the SGD steps: the 20 epochs are only 60 steps at batch 16, and
+        training accuracy was still rising, 0.33 -> 0.57) 0.644, but on fabric 0.579 -> 0.615 (below
+        batch 16's fabric gain) and board 0.588 -> 0.610; batch 4 at lr 0.1 0.458, at lr 0.01 0.590;
+        fine-tuning at 128 px for 10 epochs 0.554; PatchCore at the 64 px training size 0.545 -> 0.475.
+        PatchCore on layer1 + layer2 instead of the paper's layer2 + layer3 makes the *untrained*
+        encoder far stronger (0.859; CutSwap's encoder 0.760 there): at these sizes random early
+        features are a hard baseline, and the comparison keeps the paper's layers.
         """
         return cls(image_size=128, epochs=20, batch_size=16, lr=0.03, levels="one", finetune_images=40,
                    train_size=64, coresets=(0.1,), seeds=(0, 1, 2), init="random", train_per="category")
@@ -387,7 +398,7 @@ def paired_differences(rows: list[dict]) -> str:
 
 def cutswap_table(dataset: str, root: Path, categories, settings: RunSettings, *, results: Path,
                   methods=METHODS, ablation: str | None = None, device=None,
-                  progress: bool = True, dry_run: bool = False) -> list[dict]:
+                  progress: bool = True, dry_run: bool = False, backbone: str = "resnet18") -> list[dict]:
     """Train every encoder of the table, evaluate PatchCore on each category; merge into the CSV, write the Markdown.
 
     Encoders are fine-tuned once per training group (:func:`training_groups`: the whole
@@ -397,15 +408,18 @@ def cutswap_table(dataset: str, root: Path, categories, settings: RunSettings, *
     and settings already there are kept); the Markdown is made from every row in the CSV
     with this run's settings (``settings`` column). ``dry_run``: print the plan as JSON lines
     (one per category x method x variant x seed) and return them, training and writing
-    nothing. Returns this run's rows.
+    nothing. ``backbone``: the encoder (the paper's ResNet18; any of ``BACKBONES``), in place of
+    ResNet18 in every column ("resnet18" rows: that network before fine-tuning); its name joins the
+    settings fingerprint when it is not ResNet18. Returns this run's rows.
     """
+    check_names("backbone", [backbone], BACKBONES)
     check_cutswap_run(root, categories, settings, methods, ablation)  # before training, not after it
     stem = f"cutswap_{dataset}" + (f"_ablation_{ablation}" if ablation else "")
     workdir = results / "work" / dataset
-    encoder = choose_network("resnet18", settings.init, verbose=progress and not dry_run)
+    encoder = choose_network(backbone, settings.init, verbose=progress and not dry_run)
     saliency = choose_network("vgg16", "imagenet", verbose=progress and not dry_run) if "cutswap" in methods else None
     levels = len(default_layers(saliency.name if saliency else "vgg16", "saliency"))
-    fingerprint = settings_fingerprint(settings)
+    fingerprint = settings_fingerprint(settings) + ("" if backbone == "resnet18" else f"-{backbone}")
     rows, merged, plan = [], [], []
     for group, members in training_groups(dataset, categories, settings.train_per):
         images = finetune_set(root, members, settings)  # (N, 3, t, t)
@@ -446,7 +460,16 @@ def _plan_lines(root: Path, jobs: list[Job], images, settings: RunSettings, leve
         normal, anomalous = test_counts(root, category)
         n_train = len(AnomalyDataset(root, category, "train", image_size=None).samples)
         for job in jobs:  # the job's own plan (method, variant, seed, networks, checkpoint, reuse, estimates)
-            lines.append({"category": category, **job.plan(epoch_s), "n_train": n_train,
-                          "n_test_normal": normal, "n_test_anomalous": anomalous,
-                          "finetune_images": len(images), "settings": dataclasses.asdict(settings)})
+            line = {"category": category, **job.plan(epoch_s), "n_train": n_train,
+                    "n_test_normal": normal, "n_test_anomalous": anomalous,
+                    "finetune_images": len(images), "settings": dataclasses.asdict(settings)}
+            train = job.config is not None and not job.finished
+            steps = -(-len(images) // settings.batch_size) * settings.epochs if train else 0
+            line.update(planner.cutswap_plan_keys(
+                n_train, normal + anomalous, settings.image_size, job.encoder.name, max(settings.coresets),
+                device=device, finetune_images=len(images), train_size=train_size, steps=steps, levels=levels,
+                batch=3 * min(settings.batch_size, len(images)) * per_image if train else 0,
+                cpu_train_s=line.get("estimated_train_s", 0.0)))
+            planner.warn_if_too_big(line, device, f"{category} {job.method} {job.variant} seed {job.seed}")
+            lines.append(line)
     return lines

@@ -51,8 +51,10 @@ from ..semirest.model import SemiREST, SemiRESTConfig, upsample_and_smooth
 from ..semirest.residuals import ResidualMemory
 from ..semirest.semi import finetune_with_boxes, semi_copy
 from ..semirest.synthetic import otsu_foreground
-from . import semirest_paper
+from . import planner, semirest_paper
+from ..weights import BACKBONES
 from .checks import MIN_IMAGE_SIZE, check_fraction, check_names, check_positive, check_seeds, check_test_split
+from .cutswap_encoders import choose_network
 from .results import (format_results_table, merge_rows, rows_with_settings, settings_fingerprint, write_csv,
                       write_text)
 from .semirest_protocols import MVTEC_OBJECTS, SETTINGS, protocol
@@ -97,6 +99,8 @@ class SemiRunSettings:
     """
 
     image_size: int = 512
+    backbone: str = "wide_resnet50_2"  # the feature network (the paper's); any of backbones.BACKBONES
+    weights: str = "imagenet"  # or "random": the backbone untrained (the paper's shapes offline)
     coreset_ratio: float | None = None
     lambda_pe: float = 0.1
     position_spacing: str = "paper"  # "paper": Eq. (3) as printed; "mae": the authors' code (MAE's spacing)
@@ -126,6 +130,8 @@ class SemiRunSettings:
     def validate(self) -> "SemiRunSettings":
         """Raise ValueError naming the first setting out of range; returns self."""
         check_positive("image_size", self.image_size, MIN_IMAGE_SIZE)
+        check_names("backbone", [self.backbone], BACKBONES)
+        check_names("weights", [self.weights], ("imagenet", "random"))
         if self.coreset_ratio is not None:
             check_fraction("coreset_ratio", self.coreset_ratio)
         check_positive("n_labelled", self.n_labelled, minimum=0)
@@ -362,22 +368,34 @@ def _toy_sources(root: Path, category: str, size: int, n: int = 20) -> torch.Ten
 
 
 def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSettings,
-                  setting_names=SETTINGS) -> list[dict]:
+                  setting_names=SETTINGS, device=None) -> list[dict]:
     """The dry run: one dict per category and setting, nothing trained or written.
 
     Keys: ``category``, ``setting``, ``n_train``, ``n_test`` (the images evaluated),
     ``labelled`` (paths of the labelled images for the first seed, so their split shows),
     ``labelled_from``, the hyper-parameters that apply by their paper names (``lr``, ``p``,
     ``eps_plus``, ``eps_minus``, ``b1``, ``b2``, ``b3``, ``lambda_u``, ``coreset_ratio``),
-    ``iterations``, ``dropout`` and ``eval_size``.
+    ``iterations``, ``dropout`` and ``eval_size``; ``backbone`` (the network that will run, e.g.
+    Lite0 for ImageNet weights offline) and ``weights``; and the planner's estimate on ``device``
+    (:mod:`.planner`: ``plan_stages`` with host / device GB and CPU / T4 seconds per stage,
+    ``plan_host_peak_gb``, ``plan_device_peak_gb``, ``plan_cpu_s_estimate``, ``plan_t4_s_estimate``),
+    with a warning on stderr when a peak passes this machine's memory.
     """
     out = []
     seed = settings.seeds[0]
+    network = choose_network(settings.backbone, settings.weights)
     for category in categories:
         train = AnomalyDataset(root, category, "train", image_size=None)
         test = AnomalyDataset(root, category, "test", image_size=None)
         test_paths = [str(x.image) for x in test.samples]
         test_labels = torch.tensor([x.label for x in test.samples])
+        pixels = None
+        if settings.eval_size == "native":  # the masks are kept at the images' size: read from the headers
+            pixels = 0.0
+            for sample in test.samples:
+                with Image.open(sample.image) as image:
+                    pixels += image.width * image.height
+        retained = (0.0, 0.0)  # the unsupervised model stays alive for the settings after it
         for setting in setting_names:
             paper = protocol(dataset, setting)
             labelled, source, n_test = [], paper["labelled_from"], len(test_paths)
@@ -402,10 +420,19 @@ def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSetting
                           "eps_minus": cfg.eps_minus, "b1": cfg.b1, "b2": cfg.b2, "b3": cfg.b3, "lambda_u": None,
                           "iterations": cfg.iterations,
                           "dropout": cfg.dropout if cfg.dropout_outside_semi else 0.0}
+            cfg = setting_config(dataset, settings, "unsupervised" if setting == "semi" else setting, None, seed)
+            plan, own = planner.semirest_plan_keys(
+                len(train), n_test, settings.image_size, cfg, backbone=network.name,
+                coreset=coreset_ratio(dataset, settings), device=device, n_real=len(labelled),
+                mask_pixels=pixels, semi_iterations=values["iterations"] if setting == "semi" else 0,
+                retained=retained)
+            retained = own if setting == "unsupervised" else retained
             out.append({"category": category, "setting": setting, "n_train": len(train), "n_test": n_test,
                         "labelled": labelled, "labelled_from": source, **values,
                         "coreset_ratio": coreset_ratio(dataset, settings), "eval_size": settings.eval_size,
-                        "image_size": settings.image_size, "seed": seed})
+                        "image_size": settings.image_size, "seed": seed, "backbone": network.label,
+                        "weights": settings.weights, **plan})
+            planner.warn_if_too_big(plan, device, f"{category} {setting}")
     return out
 
 
@@ -568,7 +595,9 @@ def _with_inference(model: SemiREST, cfg: SemiRESTConfig) -> SemiREST:
 def _fit(dataset, settings, setting, spec, seed, anomalous, *, train, foreground, sources, device, progress):
     """A trained :class:`SemiREST` of one setting and Table 6 row on a fresh memory, and its training time."""
     lambda_pe = settings.lambda_pe if spec is None or spec[1] is None else spec[1]
-    memory = ResidualMemory(coreset_ratio=coreset_ratio(dataset, settings), lambda_pe=lambda_pe,
+    network = choose_network(settings.backbone, settings.weights, verbose=progress)  # offline imagenet: Lite0
+    memory = ResidualMemory(network.name, weights=network.weights, coreset_ratio=coreset_ratio(dataset, settings),
+                            lambda_pe=lambda_pe,
                             freq_exponent=POSITION_SPACINGS[settings.position_spacing], seed=seed,
                             device=device, progress=False)
     model = SemiREST(memory, setting_config(dataset, settings, setting, spec, seed), progress=progress)
