@@ -1,6 +1,7 @@
 """SemiREST end to end (Sec. 3.1-3.2): token pools, training, bagged prediction, the reproduction command."""
 
 import csv
+import dataclasses
 import shutil
 
 import pytest
@@ -137,6 +138,28 @@ def test_semirest_table_on_a_tiny_mvtec_folder(tiny_mvtec, tmp_path):
     assert float(unsup["paper_ap"]) == pytest.approx(0.941)  # SemiREST, bottle, Table 1
     table = (tmp_path / "semirest_mvtec.md").read_text()
     assert "SemiREST" in table and "PatchCore" in table
+
+
+def test_semirest_table_resumes_an_interrupted_category_from_its_training_states(tiny_mvtec, tmp_path,
+                                                                                   monkeypatch):
+    from cutswap_lib.runs import SemiRunSettings, run_semirest_category
+    from cutswap_lib.semirest.model import SemiREST as Model
+
+    settings = dataclasses.replace(SemiRunSettings.small(), image_size=64, n_labelled=2, seeds=(0,))
+    settings.config = dataclasses.replace(settings.config, iterations=3)
+    steps = []
+    original = Model.train_step
+    monkeypatch.setattr(Model, "train_step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    states = tmp_path / "states"
+    first = run_semirest_category("mvtec", tiny_mvtec, "bottle", settings, setting_names=("unsupervised",),
+                                  device="cpu", progress=False, checkpoints=states)
+    assert len(steps) == 3 and len(list(states.glob("unsupervised_seed0_*/iteration_000003.pt"))) == 1
+    steps.clear()  # a second run (after a disconnect) finds the finished state: no training step, same numbers
+    again = run_semirest_category("mvtec", tiny_mvtec, "bottle", settings, setting_names=("unsupervised",),
+                                  device="cpu", progress=False, checkpoints=states)
+    assert steps == []
+    key = lambda r: (r["method"], r["ap"], r["pro"])  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, first))
 
 
 def test_semirest_table_reads_a_box_file(tiny_mvtec, tmp_path, capsys):

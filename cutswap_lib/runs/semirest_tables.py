@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 
@@ -55,8 +56,8 @@ from . import planner, semirest_paper
 from ..weights import BACKBONES
 from .checks import MIN_IMAGE_SIZE, check_fraction, check_names, check_positive, check_seeds, check_test_split
 from .cutswap_encoders import choose_network
-from .results import (format_results_table, merge_rows, rows_with_settings, settings_fingerprint, write_csv,
-                      write_text)
+from .results import (fingerprint, format_results_table, merge_rows, rows_with_settings, settings_fingerprint,
+                      write_csv, write_text)
 from .semirest_protocols import MVTEC_OBJECTS, SETTINGS, protocol
 
 EVAL_SIZES = ("native", "square")
@@ -506,8 +507,13 @@ def _maps_at(predict, test: torch.Tensor, masks):
 
 def run_semirest_category(dataset: str, root: Path, category: str, settings: SemiRunSettings, *,
                           setting_names=SETTINGS, ablation: bool = False, device=None,
-                          progress: bool = True) -> list[dict]:
-    """PatchCore and SemiREST (each setting, each variant, each seed) on one category -> result rows."""
+                          progress: bool = True, checkpoints: Path | None = None) -> list[dict]:
+    """PatchCore and SemiREST (each setting, each variant, each seed) on one category -> result rows.
+
+    ``checkpoints``: a folder for the training states of the unsupervised and supervised models
+    (:mod:`cutswap_lib.semirest.checkpoints`; one sub-folder per model, named by a fingerprint of
+    its data, networks and settings), so that an interrupted run resumes its training. None: none.
+    """
     size = settings.image_size
     train, _, _, train_paths = load_split(root, category, "train", size)
     test, masks, labels, test_paths = load_split(root, category, "test", size)
@@ -522,7 +528,8 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
         if empty:
             print(f"warning: {box_path} gives no box for {len(empty)} anomalous image(s) (e.g. {empty[0]}): "
                   f"all their pixels count as normal", flush=True)
-    data = {"train": train, "foreground": foreground, "sources": sources, "device": device, "progress": progress}
+    data = {"train": train, "foreground": foreground, "sources": sources, "device": device, "progress": progress,
+            "checkpoints": checkpoints}
     rows = []
     for seed in settings.seeds:
         unsup_models: dict[str, SemiREST] = {}  # unsupervised Table 6 rows, which the semi rows fine-tune
@@ -592,8 +599,14 @@ def _with_inference(model: SemiREST, cfg: SemiRESTConfig) -> SemiREST:
     return other
 
 
-def _fit(dataset, settings, setting, spec, seed, anomalous, *, train, foreground, sources, device, progress):
-    """A trained :class:`SemiREST` of one setting and Table 6 row on a fresh memory, and its training time."""
+def _fit(dataset, settings, setting, spec, seed, anomalous, *, train, foreground, sources, device, progress,
+         checkpoints=None):
+    """A trained :class:`SemiREST` of one setting and Table 6 row on a fresh memory, and its training time.
+
+    With ``checkpoints``, training states go to ``checkpoints/<setting>_seed<seed>_<fingerprint>``: the
+    fingerprint covers the images (training, foreground, textures, labelled anomalies), the feature
+    network and the memory's settings, and each state records the SemiREST configuration.
+    """
     lambda_pe = settings.lambda_pe if spec is None or spec[1] is None else spec[1]
     network = choose_network(settings.backbone, settings.weights, verbose=progress)  # offline imagenet: Lite0
     memory = ResidualMemory(network.name, weights=network.weights, coreset_ratio=coreset_ratio(dataset, settings),
@@ -601,8 +614,14 @@ def _fit(dataset, settings, setting, spec, seed, anomalous, *, train, foreground
                             freq_exponent=POSITION_SPACINGS[settings.position_spacing], seed=seed,
                             device=device, progress=False)
     model = SemiREST(memory, setting_config(dataset, settings, setting, spec, seed), progress=progress)
+    folder = key = None
+    if checkpoints is not None:
+        key = fingerprint(train, foreground, sources, *(anomalous or ()), network.name, network.weights,
+                          memory.coreset_ratio, lambda_pe, settings.position_spacing)
+        folder = Path(checkpoints) / f"{setting}_seed{seed}_{key}"
     t0 = time.perf_counter()
-    model.fit(train, foreground=foreground, sources=sources, anomalous=anomalous)
+    model.fit(train, foreground=foreground, sources=sources, anomalous=anomalous, checkpoint_dir=folder,
+              fingerprint=key)
     return model, time.perf_counter() - t0
 
 
@@ -685,19 +704,23 @@ def semirest_table(dataset: str, root: Path, categories, settings: SemiRunSettin
 
     As :func:`cutswap_lib.runs.cutswap_tables.cutswap_table`: rows are merged into
     ``results/<stem>.csv`` after each category, and the Markdown holds every row of the CSV
-    made with this run's settings. Returns this run's rows.
+    made with this run's settings. While a category trains, its models' training states are kept under
+    ``results/work/semirest_<dataset>/<category>/`` (an interrupted run resumes them); they are deleted
+    once the category's rows are in the CSV. Returns this run's rows.
     """
     stem = f"semirest_{dataset}" + ("_ablation" if ablation else "")
     check_semirest_run(root, categories, settings, setting_names, dataset)  # before the first hour of training
-    fingerprint = settings_fingerprint(settings)
+    settings_key = settings_fingerprint(settings)
     rows, merged = [], []
     for category in categories:
+        states = results / "work" / f"semirest_{dataset}" / category  # training states while the category runs
         new = run_semirest_category(dataset, root, category, settings, setting_names=setting_names,
-                                    ablation=ablation, device=device, progress=progress)
-        new = [{**r, "settings": fingerprint} for r in new]
+                                    ablation=ablation, device=device, progress=progress, checkpoints=states)
+        new = [{**r, "settings": settings_key} for r in new]
         rows += new
         merged = merge_rows(results / f"{stem}.csv", new, ROW_KEY)
         write_csv(merged, results / f"{stem}.csv", COLUMNS)  # after each category: nothing lost
-    same, note = rows_with_settings(merged, fingerprint, f"{stem}.csv")
+        shutil.rmtree(states, ignore_errors=True)  # its rows are in the CSV; a paper-size state is ~0.8 GB
+    same, note = rows_with_settings(merged, settings_key, f"{stem}.csv")
     write_text(results / f"{stem}.md", semirest_layout(same) + note + "\n")
     return rows

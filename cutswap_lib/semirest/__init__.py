@@ -11,6 +11,7 @@ One module per idea, each citing the paper's section and equations:
 * :mod:`.labels`        – block labels from pixel masks, Eq. (14)
 * :mod:`.token_augment` – k-NN residual augmentation, Eq. (12), and token dropout, Eq. (13)
 * :mod:`.model`         – :class:`SemiREST`: memory, token pools, training with EMA, bagged prediction
+* :mod:`.checkpoints`   – training states, so that an interrupted ``fit`` resumes (the course's plumbing)
 * :mod:`.boxes`         – bounding boxes: from masks, box files, pixel semi-labels, Eq. (15)
 * :mod:`.mixmatch`      – MixMatch for residual tokens, Algorithm 1 (Sec. 3.3)
 * :mod:`.synthetic`     – synthetic anomalies with Perlin masks, in MemSeg's / DRAEM's manner (Sec. 3.2)

@@ -39,9 +39,11 @@ training images, labels kept under token dropout, fresh synthetic anomalies per 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,8 @@ from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
+from ..files import FolderLock
+from .checkpoints import newest_training_state, restore_training_state, save_training_state
 from .ema import warmup_ema
 from .synthetic import synthetic_anomalies
 from .labels import anomalous_share, labels_from_share
@@ -262,8 +266,8 @@ class SemiREST:
             pcf[start:start + len(x)] = block.cpu()
         n, h, w, d = pcf.shape
         self.grid = (h, w)
-        blocks = [pcf[i:i + batch_size].reshape(-1, d).to(self.device) for i in range(0, n, batch_size)]  # views on CPU
-        self.memory.fit_pcf_rows(blocks, self.grid)
+        blocks = [pcf[i:i + batch_size].reshape(-1, d) for i in range(0, n, batch_size)]  # views of the host tensor
+        self.memory.fit_pcf_rows(blocks, self.grid)  # the coreset search on the device, the rows stay on the host
         del blocks
         ids = torch.arange(n)
         neighbours = torch.cat([self._neighbours(pcf[i:i + batch_size].to(self.device), ids[i:i + batch_size]).cpu()
@@ -345,8 +349,25 @@ class SemiREST:
         return torch.cat(windows), torch.cat(labels)
 
     def fit(self, train_images: Tensor, foreground: Tensor | None = None, sources: Tensor | None = None,
-            anomalous: tuple[Tensor, Tensor] | None = None, iterations: int | None = None) -> list[dict]:
-        """Prepare (if not done) and train the sliding Swin; returns the per-iteration history."""
+            anomalous: tuple[Tensor, Tensor] | None = None, iterations: int | None = None, *,
+            checkpoint_dir: Path | None = None, checkpoint_every: int = 200,
+            fingerprint: str | None = None) -> list[dict]:
+        """Prepare (if not done) and train the sliding Swin; returns the per-iteration history.
+
+        ``checkpoint_dir``: write the training state every ``checkpoint_every`` iterations and at
+        the end (:mod:`.checkpoints`), and continue from the newest one found there, with the same
+        result as an uninterrupted run; ``fingerprint`` (of the data, the caller's) must match
+        the folder's. The folder is locked while training (:class:`cutswap_lib.files.FolderLock`).
+        """
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+        lock = FolderLock(checkpoint_dir, purpose="SemiREST training") if checkpoint_dir else None
+        with lock or contextlib.nullcontext():
+            return self._fit(train_images, foreground, sources, anomalous, iterations, checkpoint_dir,
+                             checkpoint_every, fingerprint)
+
+    def _fit(self, train_images, foreground, sources, anomalous, iterations, checkpoint_dir, checkpoint_every,
+             fingerprint) -> list[dict]:
         cfg = self.config
         if not self.pools:
             self.prepare(train_images, foreground, sources, anomalous)
@@ -361,14 +382,24 @@ class SemiREST:
         dropout = cfg.dropout if cfg.dropout_outside_semi else 0.0
         total = iterations or cfg.iterations
         self.history = []
+        generators = {"windows": gen, "synthetic": self._synthetic_gen}
+        start = 0
+        state = newest_training_state(checkpoint_dir, cfg, fingerprint, map_location=self.device)
+        if state is not None:
+            start, self.history = restore_training_state(state, model=self.model, ema=self.ema,
+                                                         optimizer=optimizer, generators=generators)
         t0 = time.perf_counter()
-        bar = tqdm(range(total), desc="train SemiREST", disable=not self.progress)
+        bar = tqdm(range(start, total), desc="train SemiREST", disable=not self.progress, initial=start, total=total)
         for it in bar:
             windows, labels = self._sample_windows(gen)  # (M, mu, mu, d), (M, mu, mu)
             record = self.train_step(optimizer, token_dropout(windows, dropout, gen), labels)
             self.history.append({"iteration": it + 1, **record})
             if it % 10 == 0:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
+            if checkpoint_dir is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == total):
+                save_training_state(checkpoint_dir, iteration=it + 1, model=self.model, ema=self.ema,
+                                    optimizer=optimizer, generators=generators, history=self.history,
+                                    config=cfg, fingerprint=fingerprint)
         self.timings["train"] = time.perf_counter() - t0
         return self.history
 

@@ -1,0 +1,107 @@
+"""Checkpoints of SemiREST's training, so that a run cut off (a Colab disconnect) resumes where it stopped.
+
+A training state holds what the loop in :meth:`~cutswap_lib.semirest.model.SemiREST.fit`
+changes: the Swin's weights, its weight average (:mod:`.ema`), AdamW's moments, the two random
+generators (window draws and token dropout; fresh synthetic anomalies) and torch's global one,
+the history and the iteration reached. The memory bank and the pools are *not* saved: ``prepare``
+rebuilds them exactly from the same images and seed, in minutes, and they are the large part.
+
+A state also records the configuration and a ``fingerprint`` of the training data (the caller's
+choice, e.g. :func:`cutswap_lib.runs.results.fingerprint` of the images and the feature network):
+resuming a folder written by another configuration or other data is refused, never silently
+continued. Files are ``iteration_NNNNNN.pt``, written atomically (:func:`cutswap_lib.files.atomic_write`)
+and read with ``weights_only=True``; a truncated newest file is skipped with a warning and the
+previous one is used; only the ``keep_last`` newest stay on disk.
+
+The paper says nothing about checkpoints; this is the course's plumbing (a Colab session can end
+at any time, and a 2,000-iteration paper-size run takes about an hour).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..files import atomic_write
+from ..weights import CheckpointError, load_checkpoint
+
+PATTERN = "iteration_*.pt"
+
+
+def state_path(folder: Path, iteration: int) -> Path:
+    """``folder/iteration_NNNNNN.pt``: the state after ``iteration`` training steps."""
+    return Path(folder) / f"iteration_{iteration:06d}.pt"
+
+
+def _states(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob(PATTERN))
+
+
+def save_training_state(folder: Path, *, iteration: int, model, ema, optimizer, generators: dict,
+                        history: list[dict], config, fingerprint: str | None, keep_last: int = 2) -> Path:
+    """Write the state after ``iteration`` steps into ``folder`` (atomically); prune to ``keep_last``; its path.
+
+    ``generators``: name -> :class:`torch.Generator` whose states are saved (restored by name).
+    """
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be at least 1 (the state to resume from), got {keep_last}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = state_path(folder, iteration)
+    state = {"iteration": iteration, "model": model.state_dict(), "ema": ema.state_dict(),
+             "optimizer": optimizer.state_dict(), "history": history,
+             "generators": {name: g.get_state() for name, g in generators.items()},
+             "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(config), "fingerprint": fingerprint}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    with atomic_write(path, "wb") as fh:
+        torch.save(state, fh)
+    for stale in _states(folder)[:-keep_last]:
+        stale.unlink()
+    return path
+
+
+def newest_training_state(folder: Path | None, config, fingerprint: str | None,
+                          map_location="cpu") -> dict | None:
+    """The newest readable state in ``folder`` (None: no folder or no state yet).
+
+    Raises ValueError naming the file when that state was written by another configuration or
+    from other data (another ``fingerprint``).
+    """
+    if folder is None or not Path(folder).is_dir():
+        return None
+    for path in reversed(_states(folder)):
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+        except CheckpointError as err:
+            warnings.warn(f"{err}; trying the previous training state", stacklevel=2)
+            continue
+        if state.get("config") != dataclasses.asdict(config):
+            raise ValueError(f"training state {path} was written by another configuration; train into a new "
+                             f"folder or delete {folder}")
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(f"training state {path} was made from other data (fingerprint "
+                             f"{state.get('fingerprint')} vs {fingerprint}); train into a new folder or delete "
+                             f"{folder}")
+        state["path"] = path
+        return state
+    return None
+
+
+def restore_training_state(state: dict, *, model, ema, optimizer, generators: dict) -> tuple[int, list[dict]]:
+    """Load ``state`` into the model, average, optimizer and generators; (iterations done, history)."""
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["iteration"]), list(state["history"])
+
+
+__all__ = ["newest_training_state", "restore_training_state", "save_training_state", "state_path"]
