@@ -155,6 +155,7 @@ def greedy_coreset(
     half_precision: bool | None = None,
     progress: bool = True,
     chunk: int = ROW_CHUNK,
+    device=None,
 ) -> Tensor:
     """Greedy k-center coreset: indices ``(n_select,)`` of rows of ``features`` ``(N, D)``.
 
@@ -163,7 +164,9 @@ def greedy_coreset(
     Gaussian projection to ``projection_dim`` dims (None: no projection). Runs on the
     device of ``features``; each iteration reads the projected matrix once.
     ``features`` may also be a list of row blocks ``(N_i, D)`` (a bank still in the
-    blocks it was embedded in, :class:`RowChunks`), in any dtype.
+    blocks it was embedded in, :class:`RowChunks`), in any dtype. ``device`` (None: where
+    the rows are) is where the search runs: rows kept on the host are moved there one block at
+    a time to be projected, so only the projected ``(N, k)`` matrix lives on the device.
 
     Memory: the projected, centred matrix ``(N, k)`` (k = ``projection_dim``, or D) and a
     few ``(N,)`` vectors; no ``N x n_select`` distance matrix is ever formed, and the
@@ -177,7 +180,8 @@ def greedy_coreset(
     faster in float32 (``tests/benchmarks/bench_patchcore.py`` prints both).
     """
     blocks = _row_blocks(features, chunk)
-    n, dim, device = sum(b.shape[0] for b in blocks), blocks[0].shape[1], blocks[0].device
+    n, dim = sum(b.shape[0] for b in blocks), blocks[0].shape[1]
+    device = torch.device(device) if device is not None else blocks[0].device
     if not 0 < n_select <= n:
         raise ValueError(f"n_select must be in [1, {n}], got {n_select}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -186,8 +190,9 @@ def greedy_coreset(
         proj = (torch.randn(dim, projection_dim, generator=gen) / math.sqrt(projection_dim)).to(device)
     k = dim if proj is None else projection_dim
 
-    def project(block: Tensor) -> Tensor:  # (n_i, D) -> (n_i, k) float32
-        return block.float() @ proj if proj is not None else block.float()
+    def project(block: Tensor) -> Tensor:  # (n_i, D) -> (n_i, k) float32, on the device
+        block = block.to(device).float()
+        return block @ proj if proj is not None else block
 
     if half_precision is None:
         half_precision = device.type == "cpu" and n * k * 4 > 32 * 2**20

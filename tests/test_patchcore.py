@@ -289,3 +289,16 @@ def test_cuda_search_and_float16_bank_match_the_cpu():
     ref_dist, ref_idx = nearest_neighbors(queries, bank.half(), k=3)  # float16 bank on the CPU
     assert torch.equal(half_idx.cpu(), ref_idx)
     torch.testing.assert_close(half_dist.cpu(), ref_dist, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_coreset_searches_on_the_named_device_with_rows_on_the_host():
+    import pytest
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA: rows on the host, search on the GPU")
+    from cutswap_lib.patchcore import greedy_coreset
+    gen = torch.Generator().manual_seed(0)
+    blocks = [torch.randn(700, 64, generator=gen), torch.randn(300, 64, generator=gen)]  # host rows
+    on_gpu = greedy_coreset(blocks, 50, 16, seed=3, progress=False, device="cuda", half_precision=False)
+    on_cpu = greedy_coreset(blocks, 50, 16, seed=3, progress=False, half_precision=False)
+    assert on_gpu.device.type == "cuda"
+    assert torch.equal(on_gpu.cpu(), on_cpu)

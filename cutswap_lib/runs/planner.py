@@ -19,8 +19,8 @@ for every MVTec AD category, BTAD and KSDD2 at the paper's sizes, by
   (neighbours, labels, shares, and PCFs in float32 / float16 / none by ``pool_budget_gb``),
   the Swin's weights, gradients, two AdamW moments and the EMA copy. What lives where
   follows the code: on a GPU the images, pools and PCF buffer stay on the host, the bank,
-  search blocks and Swin on the device (``_normal_pool`` moves all PCF rows to the device
-  for the coreset). The full network is built on the host before it is cut (the peak of
+  search blocks, the coreset's projected matrix and Swin on the device (the PCF rows stay on
+  the host; ``greedy_coreset`` moves them a block at a time). The full network is built on the host before it is cut (the peak of
   that moment counts).
 * **Time.** On a CPU: the FLOPs divided by throughputs measured here by short timed runs
   (:func:`cpu_rates`: one backbone forward, one Swin step on a window of the attention
@@ -277,7 +277,7 @@ def semirest_stages(n_train: int, n_test: int, image_size: int, cfg, *, backbone
     stages.append(led.stage("features", {"conv": conv_img * n_train}, device=tr["activations"]))
     proj = 4.0 * rows * 128 / (2 if not on_gpu and rows * 128 * 4 > 32 * 2**20 else 1)
     stages.append(led.stage("memory bank", {"mm": 2.0 * rows * d * 128 + 2.0 * rows * 128 * t},
-                            device=(pcf32 if on_gpu else 0) + proj + 12.0 * rows + 4.0 * t * d))
+                            device=proj + 12.0 * rows + 4.0 * t * d))  # PCF rows stay on the host
     led.add(4.0 * t * d, "device")
     budget = cfg.pool_budget_gb * 2**30
     keep = 4 if pcf32 <= budget else 2 if pcf32 / 2 <= budget else 0  # bytes per PCF value kept

@@ -204,22 +204,26 @@ class ResidualMemory:
         return self._build_bank(blocks)
 
     def _build_bank(self, rows: list[Tensor]) -> "ResidualMemory":
-        """Coreset of the rows, which stay in their blocks: the bank is never held twice."""
+        """Coreset of the rows, which stay in their blocks (on the host or the device): the bank is never held twice.
+
+        The greedy search runs on ``self.device`` either way (:func:`~cutswap_lib.patchcore.greedy_coreset`
+        moves host blocks there one at a time); only the kept rows are then copied to the device.
+        """
         if not rows:
             raise ValueError("ResidualMemory.fit got no training images")
         n = sum(r.shape[0] for r in rows)  # N*h*w rows in (image, row, column) order
         self.grid = tuple(self._grid)
         t0 = time.perf_counter()
         if self.coreset_ratio is None or self.coreset_ratio >= 1:
-            keep = torch.arange(n, device=rows[0].device)
+            keep = torch.arange(n)
         else:
             keep = greedy_coreset(rows, max(1, int(round(self.coreset_ratio * n))), self.projection_dim,
-                                  seed=self.seed, progress=self.progress)  # (T,)
+                                  seed=self.seed, progress=self.progress, device=self.device)  # (T,)
         chunks = RowChunks("float32")
         for r in rows:
             chunks.append(r)
-        self.memory_bank = chunks.take(keep).to(self.device).contiguous()  # (T, d_f)
-        self.bank_source = (keep // (self.grid[0] * self.grid[1])).to(self.device)  # (T,) training image per row
+        self.memory_bank = chunks.take(keep).to(self.device).contiguous()  # (T, d_f): only the bank on the device
+        self.bank_source = (keep.cpu() // (self.grid[0] * self.grid[1])).to(self.device)  # (T,) training image per row
         self.timings["coreset"] = time.perf_counter() - t0
         return self
 
