@@ -8,14 +8,16 @@
 * :mod:`.semirest_paper` – the SemiREST paper's reported figures (Tables 1-6, annotation times)
 * :mod:`.results`        – CSV files and Markdown tables, merged across runs
 * :mod:`.checks`         – the checks a run makes before any work
+* :mod:`.model_cache`    – trained models kept on disk, keyed by config, data and feature network
 
 Each run takes plain arguments, calls the method (:mod:`cutswap_lib.cutswap`,
 :mod:`cutswap_lib.semirest`, :mod:`cutswap_lib.patchcore`) and returns rows (dicts); argument
 parsing lives in :mod:`cutswap_lib.__main__`, figures in :mod:`cutswap_lib.viz`.
 """
 
-from . import checks, cutswap_encoders, cutswap_paper, cutswap_tables, results, semirest_paper, semirest_tables, toy
+from . import checks, cutswap_encoders, cutswap_paper, cutswap_tables, model_cache, results, semirest_paper, semirest_tables, toy
 from .cutswap_paper import paper_row
+from .model_cache import cached_model, fit_semirest_cached
 from .cutswap_encoders import Job, NetworkChoice, choose_network, training_groups
 from .cutswap_tables import (RunSettings, ablation_variants, check_cutswap_run, cutswap_table, evaluate_category,
                              evaluate_patchcore, paired_differences, paper_layout, plan_jobs, saliency_maps)
@@ -28,10 +30,10 @@ from .toy import (DEFAULT_BACKBONES, BackboneSpec, ensure_profile_toy, ensure_to
 
 __all__ = [
     "BackboneSpec", "DEFAULT_BACKBONES", "Job", "NetworkChoice", "RunSettings", "SemiRunSettings",
-    "ablation_variants", "boxes_from_file", "check_box_files", "check_cutswap_run",
+    "ablation_variants", "boxes_from_file", "cached_model", "check_box_files", "check_cutswap_run",
     "check_semirest_run", "checks", "choose_network", "cutswap_encoders", "cutswap_paper",
-    "cutswap_table", "cutswap_tables", "ensure_profile_toy", "ensure_toy_at", "toy_root_at", "evaluate_category", "evaluate_patchcore",
-    "format_results_table", "labelled_split", "merge_rows", "paired_differences", "paper_layout",
+    "cutswap_table", "cutswap_tables", "ensure_profile_toy", "ensure_toy_at", "toy_root_at", "evaluate_category", "evaluate_patchcore", "fit_semirest_cached",
+    "format_results_table", "labelled_split", "merge_rows", "model_cache", "paired_differences", "paper_layout",
     "paper_row", "paper_triple", "plan_jobs", "results", "run_patchcore", "run_semirest_category",
     "saliency_maps", "save_anomaly_figure", "semirest_layout", "semirest_paper", "semirest_table",
     "semirest_tables", "settings_fingerprint", "summarize", "summary_table", "toy", "toy_gallery",
