@@ -34,12 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from pytorch_grad_cam import LayerCAM
 from sklearn.cluster import KMeans
 
 from cutswap_lib.backbones import build_classifier, saliency_target_layers
-from cutswap_lib.data import AnomalyDataset, ensure_toy_dataset, toy_foreground_path
+from cutswap_lib.data import ensure_toy_dataset, load_foregrounds, load_split
 from cutswap_lib.cutswap import (SaliencyCache, multilevel_layercam,
                                   object_share_of_salient_cluster, sample_anchor_pairs)
 
@@ -84,15 +83,10 @@ def sync(t):
 
 
 def load_images(root, split, size, n):
-    ds = AnomalyDataset(root, "disc", split, image_size=size)
-    idx = np.linspace(0, len(ds) - 1, n).round().astype(int)
-    items = [ds[int(i)] for i in idx]
-    images = torch.stack([it[0] for it in items])
-    fg = [np.asarray(Image.open(toy_foreground_path(it[3])).convert("L")) > 127 for it in items]
-    fg = torch.from_numpy(np.stack(fg)).float()[:, None]  # (B, 1, h, w)
-    if fg.shape[-1] != size:
-        fg = torch.nn.functional.interpolate(fg, size=(size, size), mode="nearest-exact")
-    return images, fg
+    """n images spread over a toy disc split (n, 3, S, S) and their footprints (n, 1, S, S), via the library."""
+    images, _, _, paths = load_split(root, "disc", split, size)
+    idx = np.linspace(0, len(images) - 1, n).round().astype(int).tolist()
+    return images[idx], load_foregrounds([paths[i] for i in idx], size)
 
 
 def main() -> None:
