@@ -9,6 +9,7 @@ Not part of CI: on a 2-core CPU it takes about an hour per thread count.
     .venv/bin/python tools/test_default.py                      # every notebook, 1 and 2 threads
     .venv/bin/python tools/test_default.py --threads 1 --only 05 06
     .venv/bin/python tools/test_default.py --list               # what would run
+    .venv/bin/python tools/test_default.py --no-solutions       # the chapters only
 
 Exit status: 0 when every run passed, 1 when one failed (the table says which), 2 for a bad argument.
 """
@@ -27,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
 
-def notebooks(only: list[str] | None) -> list[Path]:
+def notebooks(only: list[str] | None, solutions: bool = True) -> list[Path]:
     """The chapters (``NN[b]_*.ipynb``) then their solutions, in course order; ``only`` keeps chapter numbers."""
     chapters = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
-    solutions = sorted((NOTEBOOKS / "solutions").glob("[0-9][0-9]*_*.ipynb"))
+    solutions = sorted((NOTEBOOKS / "solutions").glob("[0-9][0-9]*_*.ipynb")) if solutions else []
     found = chapters + solutions
     if only:
         found = [p for p in found if p.name.split("_")[0] in only]
@@ -79,11 +80,12 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", help="chapter numbers (e.g. 00b 05); default: all")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "test_default.json")
     parser.add_argument("--list", action="store_true", help="print the notebooks that would run and exit")
+    parser.add_argument("--no-solutions", action="store_true", help="the chapters only")
     args = parser.parse_args(argv)
     if any(t < 1 for t in args.threads):
         parser.error(f"--threads: each must be at least 1, got {args.threads}")
     try:
-        paths = notebooks(args.only)
+        paths = notebooks(args.only, solutions=not args.no_solutions)
     except ValueError as err:
         parser.error(f"--only: {err}")
     if args.list:
