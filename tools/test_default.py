@@ -3,7 +3,9 @@
 CI executes the notebooks in the fast profile only (``make test``). This runs each chapter and
 each solutions notebook in a fresh ``pytest --nbval-lax`` process under ``CUTSWAP_PROFILE=default``
 (or ``--profile``), once per torch thread count in ``--threads``, and prints one Markdown table
-of wall times (the numbers `notebooks/README.md` quotes), also written to ``--out`` as JSON.
+of wall times (the numbers `notebooks/README.md` quotes), also written to ``--out`` as JSON. Each thread
+count runs in a fresh ``CUTSWAP_HOME`` (next to ``--out``): toy data, caches and checkpoints are made anew,
+so the times are a first run's, not a cached rerun's (``--keep-home`` to use the usual folders).
 Not part of CI: on a 2-core CPU it takes about an hour per thread count.
 
     .venv/bin/python tools/test_default.py                      # every notebook, 1 and 2 threads
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,10 +44,12 @@ def notebooks(only: list[str] | None, solutions: bool = True) -> list[Path]:
     return found
 
 
-def run_one(path: Path, profile: str, threads: int) -> dict:
-    """One notebook in its own pytest process; returns its status and wall seconds."""
+def run_one(path: Path, profile: str, threads: int, home: Path | None = None) -> dict:
+    """One notebook in its own pytest process (``home``: its ``CUTSWAP_HOME``); returns its status and wall seconds."""
     env = {**os.environ, "CUTSWAP_PROFILE": profile, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
+    if home is not None:
+        env["CUTSWAP_HOME"] = str(home)
     cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", str(path)]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -81,6 +86,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "test_default.json")
     parser.add_argument("--list", action="store_true", help="print the notebooks that would run and exit")
     parser.add_argument("--no-solutions", action="store_true", help="the chapters only")
+    parser.add_argument("--keep-home", action="store_true",
+                        help="use the usual data/ and results/ (their caches) instead of a fresh CUTSWAP_HOME per "
+                             "thread count")
     args = parser.parse_args(argv)
     if any(t < 1 for t in args.threads):
         parser.error(f"--threads: each must be at least 1, got {args.threads}")
@@ -93,9 +101,16 @@ def main(argv=None) -> int:
         return 0
     results = []
     for threads in args.threads:
+        # every thread count starts from nothing (toy data, saliency caches, checkpoints, 05's cached models), as a
+        # student's first run does; a later notebook still finds what an earlier one made in the same pass
+        home = None
+        if not args.keep_home:
+            home = args.out.parent / "test_default_home" / f"{threads}_threads"
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
         for path in paths:
             print(f"{path.relative_to(ROOT)} ({args.profile}, {threads} thread(s)) ...", end=" ", flush=True)
-            results.append(run_one(path, args.profile, threads))
+            results.append(run_one(path, args.profile, threads, home))
             r = results[-1]
             print(("passed" if r["passed"] else "FAILED") + f" in {minutes(r['seconds'])}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
