@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
 
-def notebooks(only: list[str] | None, solutions: bool = True) -> list[Path]:
+def notebooks(only: list[str] | None, solutions: bool = True, chapters: bool = True) -> list[Path]:
     """The chapters (``NN[b]_*.ipynb``) then their solutions, in course order; ``only`` keeps chapter numbers."""
-    chapters = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
+    chapters = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb")) if chapters else []
     solutions = sorted((NOTEBOOKS / "solutions").glob("[0-9][0-9]*_*.ipynb")) if solutions else []
     found = chapters + solutions
     if only:
@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "test_default.json")
     parser.add_argument("--list", action="store_true", help="print the notebooks that would run and exit")
     parser.add_argument("--no-solutions", action="store_true", help="the chapters only")
+    parser.add_argument("--solutions-only", action="store_true", help="the solutions notebooks only")
     parser.add_argument("--keep-home", action="store_true",
                         help="use the usual data/ and results/ (their caches) instead of a fresh CUTSWAP_HOME per "
                              "thread count")
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     if any(t < 1 for t in args.threads):
         parser.error(f"--threads: each must be at least 1, got {args.threads}")
     try:
-        paths = notebooks(args.only, solutions=not args.no_solutions)
+        paths = notebooks(args.only, solutions=not args.no_solutions, chapters=not args.solutions_only)
     except ValueError as err:
         parser.error(f"--only: {err}")
     if args.list:
