@@ -52,7 +52,7 @@ $(COLAB_VENV)/.installed: pyproject.toml $(COLAB_VERSIONS) colab/setup_cell.py c
 test-colab: $(COLAB_VENV)/.installed
 	CUTSWAP_HOME=$(COLAB_HOME) CUTSWAP_PROFILE=fast MPLBACKEND=Agg $(COLAB_PY) -m pytest --nbval-lax tests notebooks
 
-# `make book`: every notebook executed under PROFILE (default `default`: about 50 min on 2 cores; `make book
+# `make book`: every notebook executed under PROFILE (default `default`: the chapters took 10 min on 2 cores in `make test-default`; `make book
 # PROFILE=fast` takes minutes), at most BOOK_TIMEOUT seconds each, rendered with its figures into _book/
 # (tools/book.py; the committed notebooks stay without outputs). `make book-check` opens _book/'s index and a
 # chapter in headless Chromium and checks that they load and their figures decode (tools/book_check.py;

@@ -18,7 +18,7 @@ Links between pages point at the pages; links to other files of the repository p
 (``cutswap_lib.SOURCE``); local images are embedded. The pages still load MathJax and require.js
 from a CDN, as nbconvert's pages do: offline, equations show as their TeX source.
 
-    .venv/bin/python tools/book.py                      # default profile (about 50 min on 2 cores)
+    .venv/bin/python tools/book.py                      # default profile (the chapters: about 10 min on 2 cores)
     .venv/bin/python tools/book.py --profile fast       # CI sizes (a few minutes)
     .venv/bin/python tools/book.py --only 03 05 --timeout 1800
     .venv/bin/python tools/book.py --no-execute         # render the committed notebooks as they are
