@@ -67,7 +67,7 @@ book-check: $(VENV)/.installed
 	$(PY) tools/book_check.py
 
 # `make test-default` (not in CI): every notebook and solution in the default profile with its asserts, each
-# in its own process, timed with THREADS torch threads (tools/test_default.py; about an hour per thread count).
+# in its own process, timed with THREADS torch threads (tools/test_default.py; on 2 cores about 23 min per thread count).
 THREADS ?= 1 2
 
 test-default: $(VENV)/.installed
