@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -76,6 +76,7 @@ def locally_aware_patch_features(levels: dict[str, Tensor], feature_dim: int | N
 # --------------------------------------------------------------------------- storage
 BANK_DTYPES = ("auto", "float32", "float16")
 HALF_BANK_MB = 512.0  # bank_dtype="auto": float16 once the rows would pass this many MiB in float32
+ROW_BUDGET_MB = 4096.0  # PatchCore.fit: training rows past this many MiB (as stored) are recomputed, not kept
 ROW_CHUNK = 65_536  # rows per step where a whole bank is projected, normed or copied
 QUERY_CHUNK = 4096  # queries per block of the chunked search
 BANK_CHUNK = 4096  # bank rows per block: a block is at most 4096 x 4096 float32 distances (64 MiB)
@@ -140,10 +141,51 @@ class RowChunks:
         return out
 
 
-def _row_blocks(features, chunk: int) -> list[Tensor]:
-    """A tensor ``(N, D)`` or a list of row blocks -> row blocks (views) of at most ``chunk`` rows."""
+class RecomputedRows:
+    """Rows ``(N, D)`` that are never held whole: each pass over them computes them again, block by block.
+
+    ``blocks``: a function that returns a fresh iterable of row blocks ``(n_i, D)``, the same
+    rows in the same order at every call (e.g. a backbone pass over the training images);
+    ``rows`` and ``dim``: N and D, known before the first pass; ``device``: where the blocks
+    are computed. This is the course's way to
+    let a memory bank be chosen from more patches than fit in memory: :func:`greedy_coreset`
+    keeps only their ``(N, k)`` projection (one pass; two on a CPU when that projection is
+    kept in float16, whose centring needs the mean first) and :meth:`take` gathers the kept
+    rows in one more pass. The price is those extra passes, not memory.
+    """
+
+    def __init__(self, blocks: Callable[[], Iterable[Tensor]], rows: int, dim: int, device="cpu"):
+        self.blocks, self.rows, self.dim, self.device = blocks, rows, dim, torch.device(device)
+
+    def __iter__(self):
+        seen = 0
+        for block in self.blocks():
+            seen += block.shape[0]
+            yield block
+        if seen != self.rows:
+            raise RuntimeError(f"RecomputedRows: a pass gave {seen} rows, {self.rows} were announced")
+
+    def take(self, index: Tensor) -> Tensor:
+        """Rows ``(T, D)`` at ``index`` ``(T,)``, in that order, on the blocks' device (one pass)."""
+        out, start = None, 0
+        for block in self:
+            if out is None:
+                out = torch.empty(len(index), self.dim, dtype=block.dtype, device=block.device)
+                index = index.to(block.device)
+            inside = (index >= start) & (index < start + len(block))  # (T,)
+            out[inside] = block[index[inside] - start]
+            start += len(block)
+        return out
+
+
+def _row_blocks(features, chunk: int) -> Callable[[], Iterable[Tensor]]:
+    """A tensor ``(N, D)``, a list of row blocks or :class:`RecomputedRows` -> a function giving
+    the row blocks (views) of at most ``chunk`` rows, as often as it is called."""
+    if isinstance(features, RecomputedRows):
+        return lambda: (b[i:i + chunk] for b in features for i in range(0, b.shape[0], chunk))
     blocks = [features] if isinstance(features, Tensor) else list(features)
-    return [b[i:i + chunk] for b in blocks for i in range(0, b.shape[0], chunk)]
+    blocks = [b[i:i + chunk] for b in blocks for i in range(0, b.shape[0], chunk)]
+    return lambda: blocks
 
 
 # --------------------------------------------------------------------------- coreset
@@ -164,7 +206,8 @@ def greedy_coreset(
     Gaussian projection to ``projection_dim`` dims (None: no projection). Runs on the
     device of ``features``; each iteration reads the projected matrix once.
     ``features`` may also be a list of row blocks ``(N_i, D)`` (a bank still in the
-    blocks it was embedded in, :class:`RowChunks`), in any dtype. ``device`` (None: where
+    blocks it was embedded in, :class:`RowChunks`), in any dtype, or :class:`RecomputedRows`
+    (rows computed again at each pass, never held). ``device`` (None: where
     the rows are) is where the search runs: rows kept on the host are moved there one block at
     a time to be projected, so only the projected ``(N, k)`` matrix lives on the device.
 
@@ -180,8 +223,12 @@ def greedy_coreset(
     faster in float32 (``tests/benchmarks/bench_patchcore.py`` prints both).
     """
     blocks = _row_blocks(features, chunk)
-    n, dim = sum(b.shape[0] for b in blocks), blocks[0].shape[1]
-    device = torch.device(device) if device is not None else blocks[0].device
+    if isinstance(features, RecomputedRows):
+        n, dim, home = features.rows, features.dim, features.device
+    else:
+        first = blocks()[0]
+        n, dim, home = sum(b.shape[0] for b in blocks()), first.shape[1], first.device
+    device = torch.device(device) if device is not None else home
     if not 0 < n_select <= n:
         raise ValueError(f"n_select must be in [1, {n}], got {n_select}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -198,14 +245,14 @@ def greedy_coreset(
         half_precision = device.type == "cpu" and n * k * 4 > 32 * 2**20
     feats = torch.empty(n, k, device=device, dtype=torch.float16 if half_precision else torch.float32)
     if half_precision:  # two passes: the column mean first, so that no float32 (N, k) copy exists
-        mean = sum(project(b).double().sum(0) for b in blocks).div(n).float()  # (k,)
+        mean = sum(project(b).double().sum(0) for b in blocks()).div(n).float()  # (k,)
         start = 0
-        for b in blocks:
+        for b in blocks():
             feats[start:start + len(b)] = project(b) - mean  # centring shrinks norms: less cancellation below
             start += len(b)
     else:
         start = 0
-        for b in blocks:
+        for b in blocks():
             feats[start:start + len(b)] = project(b)
             start += len(b)
         feats -= feats.mean(0, keepdim=True)  # (N, k) centred
@@ -355,6 +402,16 @@ def reweighted_image_scores(patch_scores: Tensor, nn_index: Tensor, queries: Ten
 
 
 # --------------------------------------------------------------------------- model
+def _image_count(data) -> int | None:
+    """Images in a tensor, a sized Dataset or a DataLoader over one; None when it cannot be told."""
+    if isinstance(data, torch.utils.data.DataLoader):
+        data = data.dataset
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
 def _image_batches(data, batch_size: int) -> Iterable[Tensor]:
     """Yield image batches ``(B, 3, H, W)`` from a tensor, a Dataset of tuples, or a DataLoader."""
     if isinstance(data, Tensor):
@@ -388,6 +445,13 @@ class PatchCore:
     ``BANK_CHUNK`` bank rows (:func:`nearest_neighbors`). A float16 bank changes each
     patch score by at most 2**-11 times the largest bank row's norm (its rounding error);
     ``tests/benchmarks/bench_patchcore_memory.py`` measures the peak memory.
+
+    Past ``row_budget_mb`` MiB of stored rows (4096 by default, the course's choice: KSDD2's
+    2,085 images at 512 px through WideResNet50 would be 17.5 GB even in float16) the rows
+    are not kept at all: they are recomputed at each pass (:class:`RecomputedRows`), and what
+    stays is the coreset's ``(N, 128)`` projection and the bank. That costs backbone passes (two
+    over the training images after the first batch, three on a CPU where the projection is kept
+    in float16) and gives the bank the kept float32 rows would (``row_budget_mb=None``: always keep).
     """
 
     def __init__(self, backbone: str | FeatureExtractor = "resnet18", layers: list[str] | None = None,
@@ -395,7 +459,7 @@ class PatchCore:
                  weights: str | None = "imagenet", feature_dim: int | None = None,
                  projection_dim: int | None = 128, batch_size: int = 16, seed: int = 0,
                  progress: bool = True, bank_dtype: str = "auto", half_bank_mb: float = HALF_BANK_MB,
-                 search_chunk: int = QUERY_CHUNK):
+                 search_chunk: int = QUERY_CHUNK, row_budget_mb: float | None = ROW_BUDGET_MB):
         if coreset_ratio is not None and not 0 < coreset_ratio <= 1:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
         bank_storage_dtype(bank_dtype, 0, 0)  # an unknown name fails here, not after the embedding
@@ -411,6 +475,8 @@ class PatchCore:
         self.seed = seed
         self.progress = progress
         self.bank_dtype, self.half_bank_mb, self.search_chunk = bank_dtype, half_bank_mb, search_chunk
+        self.row_budget_mb = row_budget_mb
+        self.streamed = False  # whether fit() recomputed the rows instead of keeping them
         self.memory_bank: Tensor | None = None  # (M, D), float32 or float16 (bank_dtype)
         self.timings: dict[str, float] = {}
 
@@ -421,29 +487,66 @@ class PatchCore:
         return locally_aware_patch_features(levels, self.feature_dim)
 
     def fit(self, train_images) -> "PatchCore":
-        """Build the memory bank from normal images (tensor, Dataset or DataLoader)."""
+        """Build the memory bank from normal images (tensor, Dataset or DataLoader).
+
+        The patch rows are kept while they fit ``row_budget_mb``; beyond it (known from the
+        first batch) they are recomputed at each pass instead (:class:`RecomputedRows`).
+        """
         t0 = time.perf_counter()
-        rows = RowChunks(self.bank_dtype, self.half_bank_mb)
+        rows, streamed = RowChunks(self.bank_dtype, self.half_bank_mb), None
+        n_images = _image_count(train_images)
         batches = _image_batches(train_images, self.batch_size)
         for images in tqdm(batches, desc="embed train", disable=not self.progress, leave=False):
-            f = self.embed(images)  # (B, D, h, w)
-            rows.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))  # (B*h*w, D)
-            del f  # only the patch rows of this batch stay
-        if not rows.blocks:
+            block = self._rows(images)  # (B*h*w, D)
+            if not rows.blocks and self._stream(n_images, block.shape[0] // len(images), block.shape[1]):
+                streamed = self._recomputed_rows(train_images, n_images * (block.shape[0] // len(images)),
+                                                 block.shape[1])
+                break
+            rows.append(block)  # only the patch rows of this batch stay
+        if not rows.blocks and streamed is None:
             raise ValueError("PatchCore.fit got no training images")
         t1 = time.perf_counter()
+        source = streamed if streamed is not None else rows
         if self.coreset_ratio is None or self.coreset_ratio >= 1:
-            bank = rows.concat()  # (N, D)
+            bank = rows.concat() if streamed is None else streamed.take(torch.arange(streamed.rows))  # (N, D)
         else:
-            n_select = max(1, int(round(self.coreset_ratio * rows.rows)))
-            keep = greedy_coreset(rows.blocks, n_select, self.projection_dim, seed=self.seed,
-                                  progress=self.progress)  # (M,)
-            bank = rows.take(keep)  # (M, D)
-        del rows
+            n_select = max(1, int(round(self.coreset_ratio * source.rows)))
+            keep = greedy_coreset(rows.blocks if streamed is None else streamed, n_select, self.projection_dim,
+                                  seed=self.seed, progress=self.progress)  # (M,)
+            bank = source.take(keep)  # (M, D)
+        del rows, source
         dtype = bank_storage_dtype(self.bank_dtype, *bank.shape, self.half_bank_mb)
         self.memory_bank = bank.to(dtype).contiguous()
         self.timings.update(embed_train=t1 - t0, coreset=time.perf_counter() - t1)
+        self.streamed = streamed is not None
         return self
+
+    def _rows(self, images: Tensor) -> Tensor:
+        """Images ``(B, 3, H, W)`` -> patch rows ``(B*h*w, D)``, in (image, row, column) order."""
+        f = self.embed(images)  # (B, D, h, w)
+        return f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+
+    def _stream(self, n_images: int | None, per_image: int, dim: int) -> bool:
+        """Whether the training rows would pass ``row_budget_mb`` in their storage dtype (then they are recomputed)."""
+        if self.row_budget_mb is None or n_images is None:
+            return False
+        n_rows = n_images * per_image
+        item = bank_storage_dtype(self.bank_dtype, n_rows, dim, self.half_bank_mb).itemsize
+        return n_rows * dim * item > self.row_budget_mb * 2**20
+
+    def _recomputed_rows(self, train_images, n_rows: int, dim: int) -> RecomputedRows:
+        if isinstance(train_images, torch.utils.data.DataLoader) and not isinstance(
+                train_images.sampler, torch.utils.data.SequentialSampler):
+            raise ValueError(f"PatchCore: the {n_rows:,} training patches pass row_budget_mb={self.row_budget_mb} "
+                             f"and would be recomputed, which needs the same order at every pass; give a tensor, "
+                             f"a Dataset or a DataLoader without shuffling, or raise row_budget_mb")
+
+        def blocks():
+            for images in tqdm(_image_batches(train_images, self.batch_size), desc="embed train (again)",
+                               disable=not self.progress, leave=False):
+                yield self._rows(images)
+
+        return RecomputedRows(blocks, n_rows, dim, self.device)
 
     @torch.no_grad()
     def predict(self, images, sigma: float = 4.0) -> tuple[Tensor, Tensor]:

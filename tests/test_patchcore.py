@@ -7,7 +7,7 @@ import torch
 from cutswap_lib import metrics
 from cutswap_lib.data import make_toy_dataset
 from cutswap_lib.data import load_split
-from cutswap_lib.patchcore import (PatchCore, greedy_coreset, locally_aware_patch_features,
+from cutswap_lib.patchcore import (PatchCore, RecomputedRows, greedy_coreset, locally_aware_patch_features,
                                    nearest_neighbors, reweighted_image_scores)
 
 
@@ -248,6 +248,49 @@ def test_streamed_fit_equals_the_whole_bank_reference(toy_splits):
     keep = greedy_coreset(full, round(0.25 * len(full)), progress=False)
     assert model.memory_bank.dtype == torch.float32
     torch.testing.assert_close(model.memory_bank, full[keep], rtol=1e-5, atol=1e-5)
+
+
+def test_rows_past_the_budget_are_recomputed_and_give_the_kept_rows_bank(toy_splits):
+    """Past ``row_budget_mb`` nothing of the training rows is kept; the bank equals the one kept rows give."""
+    train, test, _, _ = toy_splits
+    torch.manual_seed(0)
+    kept = PatchCore("resnet18", weights=None, coreset_ratio=0.25, device="cpu", batch_size=5,
+                     bank_dtype="float32", row_budget_mb=None, progress=False).fit(train)
+    passes = []
+    streamed = PatchCore(kept.extractor, coreset_ratio=0.25, device="cpu", batch_size=5, bank_dtype="float32",
+                         row_budget_mb=0.01, progress=False)
+    embed = streamed.embed
+    streamed.embed = lambda x: passes.append(len(x)) or embed(x)
+    streamed.fit(train)
+    assert streamed.streamed and not kept.streamed
+    assert torch.equal(streamed.memory_bank, kept.memory_bank)
+    # the first batch (to learn the sizes), then one pass for the coreset and one to gather the bank
+    assert sum(passes) == len(train[:5]) + 2 * len(train)
+    torch.testing.assert_close(streamed.predict(test[:3])[1], kept.predict(test[:3])[1], rtol=0, atol=0)
+    everything = PatchCore(kept.extractor, coreset_ratio=None, device="cpu", batch_size=5, bank_dtype="float32",
+                           row_budget_mb=0.01, progress=False).fit(train)
+    assert everything.streamed and everything.memory_bank.shape[0] == len(train) * 8 * 8
+
+
+def test_recomputing_refuses_a_shuffled_loader(toy_splits):
+    train = toy_splits[0]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train), batch_size=4, shuffle=True)
+    model = PatchCore("resnet18", weights=None, coreset_ratio=0.25, device="cpu", row_budget_mb=0.01, progress=False)
+    with pytest.raises(ValueError, match="same order at every pass"):
+        model.fit(loader)
+    ordered = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train), batch_size=4)
+    assert model.fit(ordered).streamed
+
+
+def test_recomputed_rows_check_every_pass_and_gather_in_index_order():
+    full = torch.randn(23, 5)
+    rows = RecomputedRows(lambda: full.split(7), 23, 5)
+    index = torch.tensor([22, 0, 7, 6, 14])
+    assert torch.equal(rows.take(index), full[index])
+    assert torch.equal(greedy_coreset(rows, 6, None, progress=False), greedy_coreset(full, 6, None, progress=False))
+    short = RecomputedRows(lambda: full[:20].split(7), 23, 5)
+    with pytest.raises(RuntimeError, match="gave 20 rows, 23 were announced"):
+        short.take(index)
 
 
 def test_float16_bank_scores_within_the_rounding_of_the_float32_bank(toy_splits):

@@ -47,6 +47,33 @@ def test_pools_use_leave_one_image_out_neighbours_and_block_labels(disc):
     assert set(synthetic.labels.unique().tolist()) <= {IGNORE, 0, 1} and bool((synthetic.labels == 1).any())
 
 
+@pytest.mark.parametrize("kept", ["float16", "none"])
+def test_pcfs_past_the_budget_are_recomputed_and_give_the_same_bank_and_pool(disc, kept):
+    """Past ``pool_budget_gb`` the normal PCFs are never held whole; bank, neighbours and pool stay the same."""
+    train = disc[0][:6]
+    held = _model(_tiny_config(synthetic_per_image=None)).prepare(train)
+    n, h, w, d = held.pools["normal"].pcf.shape
+    gib32 = n * h * w * d * 4 / 2**30
+    budget = 0.6 * gib32 if kept == "float16" else 0.1 * gib32  # half fits / nothing fits
+    streamed = SemiREST(ResidualMemory(held.memory.features.extractor, coreset_ratio=0.5, device="cpu",
+                                       progress=False), _tiny_config(synthetic_per_image=None, pool_budget_gb=budget),
+                        progress=False)
+    passes = []
+    patch_features = streamed.memory.features.patch_features
+    streamed.memory.features.patch_features = lambda x: passes.append(len(x)) or patch_features(x)
+    streamed.prepare(train)
+    assert torch.equal(streamed.memory.memory_bank, held.memory.memory_bank)
+    assert torch.equal(streamed.memory.bank_source, held.memory.bank_source)
+    a, b = streamed.pools["normal"], held.pools["normal"]
+    assert torch.equal(a.neighbours, b.neighbours) and torch.equal(a.labels, b.labels)
+    if kept == "float16":
+        assert a.pcf.dtype == torch.float16 and torch.equal(a.pcf, b.pcf.half()) and a.images is None
+    else:
+        assert a.pcf is None and a.images is train
+    # one batch for the sizes, then the coreset's projection, gathering the bank, the neighbours
+    assert sum(passes) == 6 + 3 * len(train)
+
+
 def test_fit_and_predict_shapes_and_determinism(disc):
     train, fg, test, masks, labels, _ = disc
     maps = []

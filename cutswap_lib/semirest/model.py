@@ -27,7 +27,9 @@ SemiREST Sec. 3.1-3.2 and 4.2 (unsupervised and supervised settings). Taught in
 stay on the host in float32 while the pool fits ``pool_budget_gb``, in float16 while half
 of that fits, and beyond that are recomputed from the images for the drawn images only
 (a backbone pass of ``b1`` images per iteration): the pool then costs the neighbour
-indices and block shares (about 50 KB per 512 px image) and the run's host memory no
+indices and block shares (about 50 KB per 512 px image). The memory bank is chosen the
+same way: from a float32 buffer of every image's PCFs while that fits the budget, and past
+it from PCFs computed again at each pass (``_normal_pool``), so the run's host memory no
 longer grows with the PCFs of every image. Fresh synthetic anomalies need no pool at all;
 ``synthetic_per_image = k`` keeps the course's earlier fixed pool of ``k`` per image.
 
@@ -52,6 +54,7 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from ..files import FolderLock
+from ..patchcore import RecomputedRows
 from .checkpoints import newest_training_state, restore_training_state, save_training_state
 from .ema import warmup_ema
 from .synthetic import synthetic_anomalies
@@ -254,26 +257,50 @@ class SemiREST:
     def _normal_pool(self, train_images: Tensor, batch_size: int = 16) -> TokenPool:
         """Memory bank (Eq. 4) and the normal pool, streaming: one batch of features on the device at a time.
 
-        The PCFs of every image are held once, on the host, as the blocks the memory bank's
-        coreset reads (:meth:`.residuals.ResidualMemory.fit_pcf_rows`); the pool then keeps
-        them (``pool_budget_gb``) or lets them go and recomputes per draw.
+        While the float32 PCFs of every image fit ``pool_budget_gb`` they are held once, on the
+        host, as the blocks the memory bank's coreset reads (:meth:`.residuals.ResidualMemory.fit_pcf_rows`),
+        and the pool keeps them. Past it they are never held whole: the coreset and the gathering
+        of the bank's rows compute them again (:class:`~cutswap_lib.patchcore.RecomputedRows`), and
+        so does the pass that finds each token's neighbours, which fills the pool's float16 PCFs
+        when half of the float32 size fits, or none (recomputed per draw). The bank, the
+        neighbours and the pool are the same either way; the price is backbone passes: three
+        over the training images instead of one (four on a CPU, where the coreset keeps its
+        projection in float16 and reads the rows once more for their mean), so that host
+        memory no longer grows with the PCFs.
         """
-        pcf = None  # (N, h, w, d) PCFs, host, float32: filled a batch at a time, never copied whole
-        for start, x in zip(range(0, len(train_images), batch_size), train_images.split(batch_size)):
-            block = self._pcf(self._features(x))  # (b, h, w, d) on the device
-            if pcf is None:
-                pcf = torch.empty(len(train_images), *block.shape[1:], dtype=torch.float32)
-            pcf[start:start + len(x)] = block.cpu()
-        n, h, w, d = pcf.shape
+        n, batches, ids = len(train_images), train_images.split(batch_size), torch.arange(len(train_images))
+        first = self._pcf(self._features(batches[0]))  # (b, h, w, d) on the device
+        _, h, w, d = first.shape
         self.grid = (h, w)
-        blocks = [pcf[i:i + batch_size].reshape(-1, d) for i in range(0, n, batch_size)]  # views of the host tensor
-        self.memory.fit_pcf_rows(blocks, self.grid)  # the coreset search on the device, the rows stay on the host
-        del blocks
-        ids = torch.arange(n)
-        neighbours = torch.cat([self._neighbours(pcf[i:i + batch_size].to(self.device), ids[i:i + batch_size]).cpu()
-                                for i in range(0, n, batch_size)])
         keep = self._keep_pcf(n, d)
-        pcf = None if keep is None else pcf.to(keep)
+
+        def pcf_batches(desc: str, first_batch: int = 0):  # (start, PCFs (b, h, w, d) on the device), computed now
+            for i in tqdm(range(first_batch, len(batches)), desc=desc, disable=not self.progress, leave=False):
+                yield i * batch_size, self._pcf(self._features(batches[i]))
+
+        if keep == torch.float32:  # held: one host buffer, filled a batch at a time, never copied whole
+            pcf = torch.empty(n, h, w, d, dtype=torch.float32)
+            pcf[:len(first)] = first.cpu()
+            del first
+            for start, block in pcf_batches("normal PCFs", first_batch=1):
+                pcf[start:start + len(block)] = block.cpu()
+            blocks = [pcf[i:i + batch_size].reshape(-1, d) for i in range(0, n, batch_size)]  # views
+            self.memory.fit_pcf_rows(blocks, self.grid)  # the coreset search on the device, the rows stay on the host
+            del blocks
+            neighbours = torch.cat([self._neighbours(pcf[i:i + batch_size].to(self.device),
+                                                     ids[i:i + batch_size]).cpu() for i in range(0, n, batch_size)])
+        else:  # recomputed at every pass
+            del first
+            rows = RecomputedRows(lambda: (block.reshape(-1, d) for _, block in pcf_batches("normal PCFs (coreset)")),
+                                  n * h * w, d, self.device)
+            self.memory.fit_pcf_rows(rows, self.grid)
+            pcf = None if keep is None else torch.empty(n, h, w, d, dtype=keep)
+            parts = []
+            for start, block in pcf_batches("normal PCFs (neighbours)"):
+                parts.append(self._neighbours(block, ids[start:start + len(block)]).cpu())
+                if pcf is not None:
+                    pcf[start:start + len(block)] = block.to("cpu", keep)
+            neighbours = torch.cat(parts)
         share = torch.zeros(n, h, w)
         return TokenPool(neighbours, labels_from_share(share, *self.label_eps), share, pcf,
                          None if keep is not None else train_images)

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor, build_feature_extractor, choose_backbone
-from ..patchcore import (RowChunks, _image_batches, greedy_coreset, locally_aware_patch_features,
+from ..patchcore import (RecomputedRows, RowChunks, _image_batches, greedy_coreset, locally_aware_patch_features,
                          nearest_neighbors)
 from .position import add_position_code
 
@@ -198,20 +198,23 @@ class ResidualMemory:
         self._grid = features.shape[-2:]
         return self._build_bank([_rows(self.features.constrain(features.to(self.device)))])
 
-    def fit_pcf_rows(self, blocks: list[Tensor], grid: tuple[int, int]) -> "ResidualMemory":
-        """Build the memory bank from PCF rows ``(n_i*h*w, d_f)`` in image order, given as blocks (not joined)."""
+    def fit_pcf_rows(self, blocks: "list[Tensor] | RecomputedRows", grid: tuple[int, int]) -> "ResidualMemory":
+        """Build the memory bank from PCF rows ``(n_i*h*w, d_f)`` in image order, given as blocks (not joined),
+        or as :class:`~cutswap_lib.patchcore.RecomputedRows` (computed again at each pass, never held)."""
         self._grid = grid
         return self._build_bank(blocks)
 
-    def _build_bank(self, rows: list[Tensor]) -> "ResidualMemory":
+    def _build_bank(self, rows: "list[Tensor] | RecomputedRows") -> "ResidualMemory":
         """Coreset of the rows, which stay in their blocks (on the host or the device): the bank is never held twice.
 
         The greedy search runs on ``self.device`` either way (:func:`~cutswap_lib.patchcore.greedy_coreset`
         moves host blocks there one at a time); only the kept rows are then copied to the device.
+        Recomputed rows are read once more to gather the kept ones.
         """
-        if not rows:
+        recomputed = isinstance(rows, RecomputedRows)
+        if not recomputed and not rows:
             raise ValueError("ResidualMemory.fit got no training images")
-        n = sum(r.shape[0] for r in rows)  # N*h*w rows in (image, row, column) order
+        n = rows.rows if recomputed else sum(r.shape[0] for r in rows)  # N*h*w rows in (image, row, column) order
         self.grid = tuple(self._grid)
         t0 = time.perf_counter()
         if self.coreset_ratio is None or self.coreset_ratio >= 1:
@@ -219,10 +222,13 @@ class ResidualMemory:
         else:
             keep = greedy_coreset(rows, max(1, int(round(self.coreset_ratio * n))), self.projection_dim,
                                   seed=self.seed, progress=self.progress, device=self.device)  # (T,)
-        chunks = RowChunks("float32")
-        for r in rows:
-            chunks.append(r)
-        self.memory_bank = chunks.take(keep).to(self.device).contiguous()  # (T, d_f): only the bank on the device
+        if recomputed:
+            source = rows
+        else:
+            source = RowChunks("float32")
+            for r in rows:
+                source.append(r)
+        self.memory_bank = source.take(keep).to(self.device).contiguous()  # (T, d_f): only the bank on the device
         self.bank_source = (keep.cpu() // (self.grid[0] * self.grid[1])).to(self.device)  # (T,) training image per row
         self.timings["coreset"] = time.perf_counter() - t0
         return self
