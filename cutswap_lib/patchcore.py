@@ -45,6 +45,7 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from .backbones import FeatureExtractor, build_feature_extractor
+from .images import as_float_images
 
 Tensor = torch.Tensor
 
@@ -482,8 +483,8 @@ class PatchCore:
 
     @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:
-        """Images ``(B, 3, H, W)`` in [0, 1] -> patch features ``(B, D, h, w)``."""
-        levels = self.extractor(images.to(self.device, torch.float32))
+        """Images ``(B, 3, H, W)`` in [0, 1] (or uint8) -> patch features ``(B, D, h, w)``."""
+        levels = self.extractor(as_float_images(images, self.device))
         return locally_aware_patch_features(levels, self.feature_dim)
 
     def fit(self, train_images) -> "PatchCore":

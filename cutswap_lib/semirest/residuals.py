@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor, build_feature_extractor, choose_backbone
+from ..images import as_float_images
 from ..patchcore import (RecomputedRows, RowChunks, _image_batches, greedy_coreset, locally_aware_patch_features,
                          nearest_neighbors)
 from .position import add_position_code
@@ -126,8 +127,8 @@ class PositionConstrainedFeatures(nn.Module):
 
     @torch.no_grad()
     def patch_features(self, images: Tensor) -> Tensor:
-        """SemiREST Eq. (1): images ``(B, 3, H, W)`` -> plain patch features ``(B, d_f, h_f, w_f)``."""
-        levels = self.extractor(images.to(self.device, torch.float32))
+        """SemiREST Eq. (1): images ``(B, 3, H, W)`` (float or uint8) -> plain patch features ``(B, d_f, h_f, w_f)``."""
+        levels = self.extractor(as_float_images(images, self.device))
         return locally_aware_patch_features(levels, self.feature_dim)  # (B, d_f, h_f, w_f)
 
     def constrain(self, features: Tensor) -> Tensor:

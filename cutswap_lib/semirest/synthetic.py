@@ -36,6 +36,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..images import as_float_images
 from ..jitter import check_images, color_jitter, int_between, jitter_factors
 
 Tensor = torch.Tensor
@@ -77,8 +78,10 @@ def otsu_foreground(images: Tensor, min_share: float = 0.05, max_share: float = 
     course's choice, with no per-category constants: Otsu's threshold of each image's grey
     levels (256 bins), the side that holds most of the image border is the background. A
     footprint outside ``[min_share, max_share]`` of the image (a texture, a failed split)
-    becomes the whole image.
+    becomes the whole image. ``uint8`` images are read 64 at a time as floats.
     """
+    if images.dtype == torch.uint8:
+        return torch.cat([otsu_foreground(as_float_images(x), min_share, max_share) for x in images.split(64)])
     check_images(images)
     gray = images.mean(1).clamp(0, 1)  # (B, H, W)
     b = gray.shape[0]
@@ -223,7 +226,7 @@ def _texture_fill(own: Tensor, pool: Tensor, from_batch: bool, generator) -> Ten
         pick = (own + int_between(u, 1, max(s - 1, 1))) % s if s > 1 else own  # (n,) never own
     else:
         pick = int_between(u, 0, s - 1)  # (n,)
-    return _flip_and_jitter(pool[pick], generator)
+    return _flip_and_jitter(as_float_images(pool[pick.to(pool.device)], own.device), generator)
 
 
 def _colour_fill(x: Tensor, generator) -> Tensor:
@@ -276,13 +279,15 @@ def synthetic_anomalies(images: Tensor, generator: torch.Generator | None, foreg
 
     ``images`` ``(B, 3, H, W)`` in [0, 1]; ``foreground`` ``(B, 1, H, W)`` keeps anomalies on
     the object; ``sources`` ``(S, 3, H, W)`` are the "texture" images (another image of the
-    batch if None). Per image: a :func:`perlin_mask`, a kind uniform over ``kinds``, a fill
+    batch if None). Either may be ``uint8`` (:mod:`cutswap_lib.images`): the images are read
+    as floats, and of the sources only the ones picked. Per image: a :func:`perlin_mask`, a kind uniform over ``kinds``, a fill
     (module docstring) and ``o ~ U(opacity)``: ``out = (1 - o m) x + o m fill``.
 
     Returns ``(images (B, 3, H, W) in [0, 1], masks (B, 1, H, W) in {0, 1})`` where the mask
     is exactly the pixels that changed; with ``return_kinds`` also ``(B,)`` indices into
     ``kinds``. Same generator state, same output.
     """
+    images = as_float_images(images)
     b, c, h, w = check_images(images)
     if c != 3 or bool(images.min() < 0) or bool(images.max() > 1):
         raise ValueError(f"images must be RGB (B, 3, H, W) in [0, 1], got {c} channels, values in "
@@ -298,7 +303,7 @@ def synthetic_anomalies(images: Tensor, generator: torch.Generator | None, foreg
         raise ValueError(f"sources must be a tensor (S, 3, H, W) = (S, 3, {h}, {w}) with S >= 1, "
                          f"the same size as images, got {got}")
     from_batch = sources is None
-    pool = images if from_batch else sources.to(images.device, images.dtype)  # (S, 3, H, W)
+    pool = images if from_batch else sources  # (S, 3, H, W); _texture_fill moves only the picked images
     mask_args = dict(threshold=threshold, min_area=min_area, scale_range=scale_range)
     out, masks = images.clone(), images.new_zeros(b, 1, h, w)
     chosen = torch.zeros(b, dtype=torch.long, device=images.device)
