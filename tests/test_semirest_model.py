@@ -1,5 +1,6 @@
 """SemiREST end to end (Sec. 3.1-3.2): token pools, training, bagged prediction, the reproduction command."""
 
+import copy
 import csv
 import dataclasses
 import shutil
@@ -216,3 +217,30 @@ def test_semirest_table_reads_a_box_file(tiny_mvtec, tmp_path, capsys):
         assert "does not exist" in capsys.readouterr().err
     finally:
         box_file.unlink(missing_ok=True)  # the folder is shared with the other test of this module
+
+
+@pytest.mark.parametrize("with_extra", [False, True])
+def test_window_chunks_give_the_steps_loss_and_gradient(with_extra):
+    """Windows through the Swin in 3 parts: the focal loss over the step's sets, the same gradient."""
+    from cutswap_lib.semirest.ema import warmup_ema
+
+    gen = torch.Generator().manual_seed(0)
+    windows = torch.randn(7, 8, 8, 16, generator=gen)
+    labels = torch.randint(0, 2, (7, 8, 8), generator=gen)
+    labels[0, :4] = IGNORE
+    labels[1:3] = 0  # parts without anomalous tokens
+    torch.manual_seed(0)
+    swin = TokenSwin(16, 32, depth=2, num_heads=2, window=4, stochastic_depth=0.0)
+    records, grads = [], []
+    for chunks in (1, 3):
+        model = SemiREST(ResidualMemory("resnet18", weights=None, device="cpu", progress=False),
+                         _tiny_config(window_chunks=chunks), progress=False)
+        model.model = copy.deepcopy(swin)
+        model.ema = warmup_ema(model.model, 0.99, 10.0)
+        extra = (lambda m=model: (m.model(windows[:2]).square().mean() * 0.1, {"extra": 1})) if with_extra else None
+        records.append(model.train_step(torch.optim.SGD(model.model.parameters(), lr=0.0), windows, labels, extra))
+        grads.append([p.grad.clone() for p in model.model.parameters()])
+    assert records[0]["loss"] == pytest.approx(records[1]["loss"], rel=1e-5)
+    assert records[0]["accuracy"] == records[1]["accuracy"]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -132,15 +132,16 @@ def backbone_trace(name: str, image_size: int, batch: int = FEATURE_BATCH, featu
 
 @functools.lru_cache(maxsize=None)
 def swin_trace(d: int, embed_dim: int, depth: int, heads: int, window: int, mu: int, n_windows: int,
-               train: bool) -> dict:
+               train: bool, checkpoint_blocks: bool = False) -> dict:
     """Weights, peak activation bytes and FLOPs of the token Swin on ``n_windows`` windows ``(n, mu, mu, d)``.
 
     ``train``: forward and backward of one step (the gradients included); else a no-grad forward.
+    ``checkpoint_blocks``: as :class:`~cutswap_lib.semirest.swin.TokenSwin` (the recomputation is traced too).
     """
     from ..semirest.swin import TokenSwin
 
     with torch.device("meta"):
-        model = TokenSwin(d, embed_dim, depth, heads, window)
+        model = TokenSwin(d, embed_dim, depth, heads, window, checkpoint_blocks=checkpoint_blocks)
     mode = LiveBytes()
     with mode, FlopCounterMode(display=False) as flops, torch.set_grad_enabled(train):
         x = torch.empty(n_windows, mu, mu, d, device="meta")

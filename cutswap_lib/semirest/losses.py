@@ -23,8 +23,14 @@ Tensor = torch.Tensor
 IGNORE = -100  # block label of Eq. (14)'s empty set: no gradient
 
 
-def focal_loss(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 4.0) -> Tensor:
-    """SemiREST Eq. (11): logits ``(..., 2)``, labels ``(...)`` in {1, 0, IGNORE} -> scalar loss."""
+def focal_loss(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 4.0,
+               set_sizes: tuple[int, int] | None = None) -> Tensor:
+    """SemiREST Eq. (11): logits ``(..., 2)``, labels ``(...)`` in {1, 0, IGNORE} -> scalar loss.
+
+    ``set_sizes`` ``(|Z-|, |Z+|)``: divide by the sets of a whole step instead of this call's own
+    (the step's windows taken in parts, :attr:`~.model.SemiRESTConfig.window_chunks`: the parts'
+    losses then add up to the step's loss). None: this call's sets, as Eq. (11) writes it.
+    """
     if logits.shape[-1] != 2 or logits.shape[:-1] != labels.shape:
         raise ValueError(f"expected logits (..., 2) and labels (...) of the same leading shape, got "
                          f"{tuple(logits.shape)} and {tuple(labels.shape)}")
@@ -34,7 +40,9 @@ def focal_loss(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float
     negative, positive = labels == 0, labels == 1  # Z-, Z+
     loss = logits.new_zeros((), dtype=torch.float32)
     if negative.any():
-        loss = loss - ((1 - alpha) * p_plus[negative] ** gamma * log_normal[negative]).mean()
+        terms = (1 - alpha) * p_plus[negative] ** gamma * log_normal[negative]
+        loss = loss - (terms.mean() if set_sizes is None else terms.sum() / set_sizes[0])
     if positive.any():
-        loss = loss - (alpha * (1 - p_plus[positive]) ** gamma * log_anomalous[positive]).mean()
+        terms = alpha * (1 - p_plus[positive]) ** gamma * log_anomalous[positive]
+        loss = loss - (terms.mean() if set_sizes is None else terms.sum() / set_sizes[1])
     return loss

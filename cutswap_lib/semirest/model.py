@@ -102,6 +102,8 @@ class SemiRESTConfig:
     synthetic_kinds: tuple[str, ...] = ("texture", "self")  # MemSeg's two kinds; "colour" is the course's extra
     synthetic_per_image: int | None = None  # None: b2 fresh anomalies per iteration; k: a fixed pool of k per image
     pool_budget_gb: float = 2.0  # host memory for the normal pool's PCFs before they are recomputed per iteration
+    checkpoint_blocks: bool = True  # recompute the Swin blocks' activations in the backward (memory, not numbers)
+    window_chunks: int = 2  # a step's windows through the Swin in this many parts (memory, not numbers)
     inference_step: int | None = None  # window step at inference; None: ``step`` (mu: Table 6's "no bagging")
     sigma: float = 4.0  # Gaussian smoothing of the upsampled map
     seed: int = 0
@@ -121,7 +123,7 @@ class SemiRESTConfig:
         fewer iterations keep training to minutes.
         """
         return cls(**{"mu": 16, "step": 4, "embed_dim": 128, "num_heads": 4, "iterations": 400,
-                      "lr": 3e-4, "ema_decay": 0.99, **overrides})
+                      "lr": 3e-4, "ema_decay": 0.99, "checkpoint_blocks": False, "window_chunks": 1, **overrides})
 
 
 @dataclasses.dataclass
@@ -402,7 +404,8 @@ class SemiREST:
             raise ValueError("config.b3 > 0 asks for real anomalous images: pass anomalous=(images, masks)")
         torch.manual_seed(cfg.seed)
         d = self.memory.memory_bank.shape[1]
-        self.model = TokenSwin(d, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.window).to(self.device)
+        self.model = TokenSwin(d, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.window,
+                               checkpoint_blocks=cfg.checkpoint_blocks).to(self.device)
         self.ema = warmup_ema(self.model, cfg.ema_decay, cfg.ema_warmup)
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
@@ -436,18 +439,31 @@ class SemiREST:
 
         ``extra_loss``: a callable returning ``(loss, parts)`` added to the focal loss (the
         semi-supervised part of Fig. 3). Returns the step's record (loss, accuracy, ...).
+        With ``config.window_chunks = k > 1`` the windows go through the Swin in ``k`` parts,
+        each backward right after its forward, and the focal loss divides by the whole step's
+        sets (:func:`.losses.focal_loss`'s ``set_sizes``): the same loss and gradient, up to float
+        rounding and the stochastic-depth draws, with a ``k``-th of the activations alive.
         """
         cfg = self.config
         self.model.train()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            logits = self.model(windows)  # (M, mu, mu, 2)
-        loss_f = focal_loss(logits.float(), labels, cfg.focal_alpha, cfg.focal_gamma)
-        loss, parts = loss_f, {}
-        if extra_loss is not None:
-            extra, parts = extra_loss()
-            loss = loss_f + extra
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        n = max(1, min(cfg.window_chunks, len(windows)))
+        sizes = (int((labels == 0).sum()), int((labels == 1).sum())) if n > 1 else None  # the step's Z-, Z+
+        all_logits, loss_f, parts = [], 0.0, {}
+        for i, (w, y) in enumerate(zip(windows.tensor_split(n), labels.tensor_split(n))):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                logits = self.model(w)  # (m, mu, mu, 2)
+            part = focal_loss(logits.float(), y, cfg.focal_alpha, cfg.focal_gamma, sizes)
+            loss_f = loss_f + part.detach()
+            all_logits.append(logits.detach())
+            if i == n - 1 and extra_loss is not None:
+                extra, parts = extra_loss()
+                (part + extra).backward()
+                loss = loss_f + extra.detach()
+            else:
+                part.backward()  # gradients add up over the parts; each part's graph is freed here
+                loss = loss_f
+        logits = torch.cat(all_logits)  # (M, mu, mu, 2)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         optimizer.step()
