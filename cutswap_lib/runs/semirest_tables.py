@@ -510,13 +510,14 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                           progress: bool = True, checkpoints: Path | None = None) -> list[dict]:
     """PatchCore and SemiREST (each setting, each variant, each seed) on one category -> result rows.
 
-    ``checkpoints``: a folder for the training states of the unsupervised and supervised models
-    (:mod:`cutswap_lib.semirest.checkpoints`; one sub-folder per model, named by a fingerprint of
-    its data, networks and settings), so that an interrupted run resumes its training. None: none.
+    ``checkpoints``: a folder for the training states of the unsupervised and supervised models and
+    of the semi-supervised fine-tunes (:mod:`cutswap_lib.semirest.checkpoints`; one sub-folder per model,
+    named by a fingerprint of its data, networks and settings), so that an interrupted run resumes its
+    training. None: none.
     """
     size = settings.image_size
-    train, _, _, train_paths = load_split(root, category, "train", size)
-    test, masks, labels, test_paths = load_split(root, category, "test", size)
+    train, _, _, train_paths = load_split(root, category, "train", size, dtype=torch.uint8)
+    test, masks, labels, test_paths = load_split(root, category, "test", size, dtype=torch.uint8)
     eval_masks, eval_size = _native_masks(root, category, size, masks, settings.eval_size)
     foreground, fg_name = synthetic_foreground(dataset, category, train, train_paths, size, settings.foreground)
     sources, textures = texture_sources(dataset, root, category, size, settings.texture_dir, settings.max_textures)
@@ -566,8 +567,9 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                         _report(rows[-1], progress)
                     model = semi_copy(pretrained)  # shares memory and pools; its own Swin
                     t0 = time.perf_counter()
+                    folder, key = _finetune_states(checkpoints, variant, seed, pretrained, lab[0], boxes)
                     finetune_with_boxes(model, lab[0], boxes, semi_config(dataset, settings, spec),
-                                        progress=progress)
+                                        progress=progress, checkpoint_dir=folder, fingerprint=key)
                     rows.append(_semirest_row(base, model, variant, te, tm, tl, time.perf_counter() - t0))
                     _report(rows[-1], progress)
                 continue
@@ -605,7 +607,8 @@ def _fit(dataset, settings, setting, spec, seed, anomalous, *, train, foreground
 
     With ``checkpoints``, training states go to ``checkpoints/<setting>_seed<seed>_<fingerprint>``: the
     fingerprint covers the images (training, foreground, textures, labelled anomalies), the feature
-    network and the memory's settings, and each state records the SemiREST configuration.
+    network, the memory's settings and the SemiREST configuration (so each Table 6 row trains in
+    its own folder), and each state records that configuration.
     """
     lambda_pe = settings.lambda_pe if spec is None or spec[1] is None else spec[1]
     network = choose_network(settings.backbone, settings.weights, verbose=progress)  # offline imagenet: Lite0
@@ -617,12 +620,26 @@ def _fit(dataset, settings, setting, spec, seed, anomalous, *, train, foreground
     folder = key = None
     if checkpoints is not None:
         key = fingerprint(train, foreground, sources, *(anomalous or ()), network.name, network.weights,
-                          memory.coreset_ratio, lambda_pe, settings.position_spacing)
+                          memory.coreset_ratio, lambda_pe, settings.position_spacing,
+                          dataclasses.asdict(model.config))  # Table 6's rows differ in it (residual, kNN, ...)
         folder = Path(checkpoints) / f"{setting}_seed{seed}_{key}"
     t0 = time.perf_counter()
     model.fit(train, foreground=foreground, sources=sources, anomalous=anomalous, checkpoint_dir=folder,
               fingerprint=key)
     return model, time.perf_counter() - t0
+
+
+def _finetune_states(checkpoints, variant, seed, pretrained, images, boxes):
+    """The folder and fingerprint of a semi-supervised fine-tune's training states (None, None: no ``checkpoints``).
+
+    Next to :func:`_fit`'s: ``checkpoints/semi_<variant>_seed<seed>_<fingerprint>``; the fingerprint covers
+    the unsupervised model it starts from (its averaged weights: data, networks and training alike) and
+    the box-labelled images and their pixel labels; each state records the fine-tune's configurations.
+    """
+    if checkpoints is None:
+        return None, None
+    key = fingerprint(*pretrained.ema.state_dict().values(), images, boxes)
+    return Path(checkpoints) / f"semi_{variant}_seed{seed}_{key}", key
 
 
 def _semirest_row(base: dict, model: SemiREST, variant: str, test, masks, labels, train_s: float) -> dict:

@@ -5,13 +5,18 @@ changes: the Swin's weights, its weight average (:mod:`.ema`), AdamW's moments, 
 generators (window draws and token dropout; fresh synthetic anomalies) and torch's global one,
 the history and the iteration reached. The memory bank and the pools are *not* saved: ``prepare``
 rebuilds them exactly from the same images and seed, in minutes, and they are the large part.
+The MixMatch fine-tune (:func:`.semi.finetune_with_boxes`) keeps the same kind of state.
 
 A state also records the configuration and a ``fingerprint`` of the training data (the caller's
 choice, e.g. :func:`cutswap_lib.runs.results.fingerprint` of the images and the feature network):
 resuming a folder written by another configuration or other data is refused, never silently
-continued. Files are ``iteration_NNNNNN.pt``, written atomically (:func:`cutswap_lib.files.atomic_write`)
-and read with ``weights_only=True``; a truncated newest file is skipped with a warning and the
-previous one is used; only the ``keep_last`` newest stay on disk.
+continued. ``config`` is a dataclass, or a dict of name -> dataclass when more than one
+configuration shapes the training (the fine-tune: its :class:`.mixmatch.MixMatchConfig` and the
+model's :class:`.model.SemiRESTConfig`). Files are ``<prefix>_NNNNNN.pt`` (``iteration_`` for
+``fit``, ``finetune_`` for the fine-tune, so both can share a folder), written atomically
+(:func:`cutswap_lib.files.atomic_write`) and read with ``weights_only=True``; a truncated newest
+file is skipped with a warning and the previous one is used; only the ``keep_last`` newest of a
+prefix stay on disk.
 
 The paper says nothing about checkpoints; this is the course's plumbing (a Colab session can end
 at any time, and a 2,000-iteration paper-size run takes about an hour).
@@ -28,58 +33,74 @@ import torch
 from ..files import atomic_write
 from ..weights import CheckpointError, load_checkpoint
 
-PATTERN = "iteration_*.pt"
+PREFIX = "iteration"  # fit's states; the fine-tune's are "finetune"
+PATTERN = f"{PREFIX}_*.pt"
 
 
-def state_path(folder: Path, iteration: int) -> Path:
-    """``folder/iteration_NNNNNN.pt``: the state after ``iteration`` training steps."""
-    return Path(folder) / f"iteration_{iteration:06d}.pt"
+def _checked(prefix: str) -> str:
+    if not prefix.isidentifier():  # no glob characters, separators or dots in a file-name prefix
+        raise ValueError(f"a state's file-name prefix must be a plain name such as 'finetune', got {prefix!r}")
+    return prefix
 
 
-def _states(folder: Path) -> list[Path]:
-    return sorted(Path(folder).glob(PATTERN))
+def state_path(folder: Path, iteration: int, prefix: str = PREFIX) -> Path:
+    """``folder/<prefix>_NNNNNN.pt``: the state after ``iteration`` training steps."""
+    return Path(folder) / f"{_checked(prefix)}_{iteration:06d}.pt"
+
+
+def _states(folder: Path, prefix: str) -> list[Path]:
+    return sorted(Path(folder).glob(f"{_checked(prefix)}_*.pt"))
+
+
+def _record(config) -> dict:
+    """The plain dict a state records for ``config``: a dataclass, or a dict of name -> dataclass."""
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    return {name: _record(part) for name, part in config.items()}
 
 
 def save_training_state(folder: Path, *, iteration: int, model, ema, optimizer, generators: dict,
-                        history: list[dict], config, fingerprint: str | None, keep_last: int = 2) -> Path:
+                        history: list[dict], config, fingerprint: str | None, keep_last: int = 2,
+                        prefix: str = PREFIX) -> Path:
     """Write the state after ``iteration`` steps into ``folder`` (atomically); prune to ``keep_last``; its path.
 
     ``generators``: name -> :class:`torch.Generator` whose states are saved (restored by name).
+    ``prefix``: the file names' (``prefix_NNNNNN.pt``); pruning keeps to the files of that prefix.
     """
     if keep_last < 1:
         raise ValueError(f"keep_last must be at least 1 (the state to resume from), got {keep_last}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = state_path(folder, iteration)
+    path = state_path(folder, iteration, prefix)
     state = {"iteration": iteration, "model": model.state_dict(), "ema": ema.state_dict(),
              "optimizer": optimizer.state_dict(), "history": history,
              "generators": {name: g.get_state() for name, g in generators.items()},
-             "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(config), "fingerprint": fingerprint}
+             "torch_rng": torch.get_rng_state(), "config": _record(config), "fingerprint": fingerprint}
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     with atomic_write(path, "wb") as fh:
         torch.save(state, fh)
-    for stale in _states(folder)[:-keep_last]:
+    for stale in _states(folder, prefix)[:-keep_last]:
         stale.unlink()
     return path
 
 
 def newest_training_state(folder: Path | None, config, fingerprint: str | None,
-                          map_location="cpu") -> dict | None:
-    """The newest readable state in ``folder`` (None: no folder or no state yet).
+                          map_location="cpu", prefix: str = PREFIX) -> dict | None:
+    """The newest readable state of ``prefix`` in ``folder`` (None: no folder or no state yet).
 
     Raises ValueError naming the file when that state was written by another configuration or
     from other data (another ``fingerprint``).
     """
     if folder is None or not Path(folder).is_dir():
         return None
-    for path in reversed(_states(folder)):
+    for path in reversed(_states(folder, prefix)):
         try:
             state = load_checkpoint(path, map_location=map_location)
         except CheckpointError as err:
             warnings.warn(f"{err}; trying the previous training state", stacklevel=2)
             continue
-        if state.get("config") != dataclasses.asdict(config):
+        if state.get("config") != _record(config):
             raise ValueError(f"training state {path} was written by another configuration; train into a new "
                              f"folder or delete {folder}")
         if state.get("fingerprint") != fingerprint:

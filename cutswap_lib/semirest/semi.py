@@ -19,17 +19,30 @@ model's weights, so that after the fine-tune almost nothing of the starting poin
 in the evaluated model. Block labels of the boxed images come from Eq. (15)
 (:func:`.boxes.box_block_labels`). :func:`semi_copy` gives the fine-tune its own Swin
 while sharing the (large) memory bank and pools with the unsupervised model.
+
+With ``checkpoint_dir``, the fine-tune writes its training state (:mod:`.checkpoints`, files
+``finetune_NNNNNN.pt``: the Swin, its weight average, AdamW, the window generator, the model's
+synthetic-anomaly generator, torch's global one, the history and the iteration) every
+``checkpoint_every`` iterations and at the end, and a later call with the same folder continues
+from the newest state, to the same losses and weights as an uninterrupted fine-tune. The state
+records the :class:`.mixmatch.MixMatchConfig`, the model's configuration and the caller's
+``fingerprint`` (of the starting model and the boxes); a folder written with others is refused.
+The folder is locked while the fine-tune runs (:class:`cutswap_lib.files.FolderLock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from ..files import FolderLock
 from .boxes import box_block_labels
+from .checkpoints import newest_training_state, restore_training_state, save_training_state
 from .ema import warmup_ema
 from .mixmatch import MixMatchConfig, mixmatch_loss
 from .model import SemiREST
@@ -60,14 +73,28 @@ def semi_copy(model: SemiREST) -> SemiREST:
 
 
 def finetune_with_boxes(model: SemiREST, images: Tensor, pixel_labels: Tensor,
-                        config: MixMatchConfig | None = None, progress: bool = True) -> list[dict]:
+                        config: MixMatchConfig | None = None, progress: bool = True, *,
+                        checkpoint_dir: Path | None = None, checkpoint_every: int = 200,
+                        fingerprint: str | None = None) -> list[dict]:
     """Fine-tune a fitted :class:`SemiREST` in place with box-labelled images (Fig. 3, red + blue); returns the history.
 
-    Use :func:`semi_copy` first to keep the unsupervised model as it is.
+    Use :func:`semi_copy` first to keep the unsupervised model as it is. ``checkpoint_dir``: write
+    the training state every ``checkpoint_every`` iterations and at the end, and continue from the
+    newest one found there (see the module doc); ``fingerprint`` (of the starting model and the
+    boxes, the caller's) must match the folder's.
     """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     cfg = (config or MixMatchConfig()).validate()
     if model.model is None:
         raise RuntimeError("finetune_with_boxes continues from the unsupervised model: call model.fit() first")
+    lock = FolderLock(checkpoint_dir, purpose="SemiREST MixMatch fine-tuning") if checkpoint_dir else None
+    with lock or contextlib.nullcontext():
+        return _finetune(model, images, pixel_labels, cfg, progress, checkpoint_dir, checkpoint_every, fingerprint)
+
+
+def _finetune(model: SemiREST, images: Tensor, pixel_labels: Tensor, cfg: MixMatchConfig, progress: bool,
+              checkpoint_dir: Path | None, checkpoint_every: int, fingerprint: str | None) -> list[dict]:
     add_box_pool(model, images, pixel_labels, cfg.upsilon)
     if model.ema is not None:
         model.model.load_state_dict(model.ema.module.state_dict())  # start from the averaged weights
@@ -77,10 +104,17 @@ def finetune_with_boxes(model: SemiREST, images: Tensor, pixel_labels: Tensor,
         model.pools["synthetic"] = model.pools["synthetic"].relabelled(*model.label_eps)
     optimizer = torch.optim.AdamW(model.model.parameters(), lr=cfg.lr, weight_decay=model.config.weight_decay)
     gen = torch.Generator(device=model.device).manual_seed(model.config.seed + 2)
+    generators = {"windows": gen, "synthetic": model._synthetic_gen}
+    configs = {"mixmatch": cfg, "model": model.config}  # both shape the fine-tune; a state records both
     box_pool = model.pools["box"]
-    history = []
+    start, history = 0, []
+    state = newest_training_state(checkpoint_dir, configs, fingerprint, map_location=model.device, prefix="finetune")
+    if state is not None:
+        start, history = restore_training_state(state, model=model.model, ema=model.ema, optimizer=optimizer,
+                                                generators=generators)
     t0 = time.perf_counter()
-    for step in tqdm(range(cfg.iterations), desc="MixMatch fine-tuning", disable=not progress):
+    for step in tqdm(range(start, cfg.iterations), desc="MixMatch fine-tuning", disable=not progress,
+                     initial=start, total=cfg.iterations):
         windows, labels = model._sample_windows(gen, {"normal": cfg.b1, "synthetic": cfg.b2}, cfg.window_fraction)
 
         def semi_part(step=step):  # red part of Fig. 3: M k-NN augmentations of the same boxed windows, Eq. (12)
@@ -91,6 +125,10 @@ def finetune_with_boxes(model: SemiREST, images: Tensor, pixel_labels: Tensor,
 
         record = model.train_step(optimizer, token_dropout(windows, cfg.dropout, gen), labels, semi_part)
         history.append({"iteration": step + 1, **record})
+        if checkpoint_dir is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == cfg.iterations):
+            save_training_state(checkpoint_dir, iteration=step + 1, model=model.model, ema=model.ema,
+                                optimizer=optimizer, generators=generators, history=history, config=configs,
+                                fingerprint=fingerprint, prefix="finetune")
     model.timings["finetune_boxes"] = time.perf_counter() - t0
     model.history_semi = history
     return history
