@@ -204,3 +204,17 @@ def test_checkpointed_blocks_give_the_same_outputs_and_gradients():
     assert all(torch.equal(p.grad, q.grad) for p, q in zip(plain.parameters(), recomputed.parameters()))
     with torch.no_grad():  # inference: no checkpoint, the same numbers
         assert torch.equal(plain.eval()(x), recomputed.eval()(x))
+
+
+def test_search_blocks_shrink_with_the_bank_and_give_the_same_neighbours():
+    from cutswap_lib.semirest.token_augment import search_chunk
+
+    assert search_chunk(1000) == 2048  # toy banks: the full block
+    assert search_chunk(409_600) * 409_600 * 9 <= 512 * 2**20  # BTAD 03's bank at 512 px: below 512 MiB
+    assert search_chunk(10**9) == 64  # never fewer than 64 queries
+    gen = torch.Generator().manual_seed(0)
+    queries, bank = torch.randn(300, 8, generator=gen), torch.randn(500, 8, generator=gen)
+    source, exclude = torch.arange(500) % 7, torch.arange(300) % 7
+    whole = k_nearest_memory(queries, bank, 3, exclude, source, chunk=2048)
+    small = k_nearest_memory(queries, bank, 3, exclude, source, chunk=64)  # 5 blocks
+    assert torch.equal(whole[1], small[1]) and torch.equal(whole[0], small[0])

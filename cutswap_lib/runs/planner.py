@@ -11,13 +11,16 @@ for every MVTec AD category, BTAD and KSDD2 at the paper's sizes, by
   every op: that peak is the activation memory of the step, and
   :class:`~torch.utils.flop_counter.FlopCounterMode` gives its FLOPs. Nothing is allocated.
 * **The rest is arithmetic on the same shapes**, held per stage (features, memory bank, pools,
-  training, inference, and PatchCore's baseline column): the images the run loads (float32),
-  the PCFs of every training image (``N x h x w x d_f``, float32, the buffer the memory bank
-  is built from), the coreset's projection (``N h w x 128``), the bank (rows x d_f x 4 bytes
+  training, inference, and PatchCore's baseline column): the images the run loads (uint8; the
+  test masks float32), the PCFs of every training image (``N x h x w x d_f``, float32, the
+  buffer the memory bank is built from, only while it fits ``pool_budget_gb``; past it the
+  PCFs are recomputed, which costs backbone passes instead), PatchCore's kept rows (only
+  while they fit ``row_budget_mb``, likewise), the coreset's projection (``N h w x 128``), the bank (rows x d_f x 4 bytes
   after the coreset), the k-NN search blocks (2,048 queries x bank rows, distances, mask and
   the masked copy), the pools of :class:`~cutswap_lib.semirest.model.SemiRESTConfig`
   (neighbours, labels, shares, and PCFs in float32 / float16 / none by ``pool_budget_gb``),
-  the Swin's weights, gradients, two AdamW moments and the EMA copy. What lives where
+  the Swin's weights, gradients, two AdamW moments and the EMA copy, and the training step's
+  activations as the run makes them (``checkpoint_blocks``, one of ``window_chunks`` parts). What lives where
   follows the code: on a GPU the images, pools and PCF buffer stay on the host, the bank,
   search blocks, the coreset's projected matrix and Swin on the device (the PCF rows stay on
   the host; ``greedy_coreset`` moves them a block at a time). The full network is built on the host before it is cut (the peak of
@@ -217,7 +220,7 @@ def patchcore_stages(n_train: int, n_test: int, image_size: int, backbone: str, 
     ``ledger``: what is alive before (its extractor's weights included); None: a fresh run,
     whose network is built (in full, then cut) first.
     """
-    from ..patchcore import HALF_BANK_MB
+    from ..patchcore import HALF_BANK_MB, ROW_BUDGET_MB
 
     tr = backbone_trace(backbone, image_size, FEATURE_BATCH, feature_dim, tuple(layers) if layers else None)
     (h, w), d = tr["grid"], tr["d"]
@@ -229,12 +232,18 @@ def patchcore_stages(n_train: int, n_test: int, image_size: int, backbone: str, 
     rows = n_train * h * w
     item = 2 if rows * d * 4 > HALF_BANK_MB * 2**20 else 4  # RowChunks("auto"): float16 past 512 MiB
     k = 128 if d > 128 else d
-    proj = rows * k * (2 if not on_gpu and rows * k * 4 > 32 * 2**20 else 4)  # greedy_coreset's matrix
+    half_proj = not on_gpu and rows * k * 4 > 32 * 2**20
+    proj = rows * k * (2 if half_proj else 4)  # greedy_coreset's matrix
     n_bank = max(1, round(coreset * rows)) if coreset < 1 else rows
+    kept = rows * d * item <= ROW_BUDGET_MB * 2**20  # PatchCore.row_budget_mb: past it the rows are recomputed
+    passes = 1 if kept else 3 + half_proj  # embedding passes over the training images (+ the first batch)
+    stored = rows * d * item if kept else 0.0
     stages.append(ledger.stage(prefix + "features", {"conv": tr["flops"] * n_train / FEATURE_BATCH},
-                               device=tr["activations"] + rows * d * item))
-    stages.append(ledger.stage(prefix + "memory bank", {"mm": 2.0 * rows * d * k + 2.0 * rows * k * n_bank},
-                               device=rows * d * item + proj + 12.0 * rows + n_bank * d * item))
+                               device=tr["activations"] + stored))
+    stages.append(ledger.stage(prefix + "memory bank", {"mm": 2.0 * rows * d * k + 2.0 * rows * k * n_bank,
+                                                        "conv": tr["flops"] * n_train / FEATURE_BATCH * (passes - 1)},
+                               device=stored + proj + 12.0 * rows + n_bank * d * item
+                               + (0 if kept else tr["activations"])))
     ledger.add(n_bank * d * item, "device")
     faiss = 0 if on_gpu or item == 2 else n_bank * d * 4  # faiss's float32 copy of a CPU bank
     stages.append(ledger.stage(prefix + "inference", {"conv": tr["flops"] * n_test / FEATURE_BATCH,
@@ -257,15 +266,16 @@ def semirest_stages(n_train: int, n_test: int, image_size: int, cfg, *, backbone
     device) bytes of an earlier setting's model the run keeps (the unsupervised one, which the
     semi setting fine-tunes). Returns the stages and this model's own (host, device) bytes.
     """
+    from ..semirest.token_augment import search_chunk
     from ..semirest.windows import window_corners
 
     s2 = image_size * image_size
     led = _Ledger(on_gpu)
     led.host, led.device = retained
-    images = 4.0 * (n_train + n_test) * 3 * s2 + 4.0 * n_test * s2  # load_split: images, masks at image_size
-    load = led.stage("load", {}, host=images + 4.0 * max(n_train, n_test) * 3 * s2)  # the collated copy
+    images = 1.0 * (n_train + n_test) * 3 * s2 + 4.0 * n_test * s2  # load_split: uint8 images, float masks
+    load = led.stage("load", {}, host=images + 4.0 * n_train * s2)  # the training split's (empty) masks, dropped
     led.add(images + 4.0 * (mask_pixels if mask_pixels is not None else n_test * s2), "host")  # eval masks
-    led.add(4.0 * n_train * s2 * foreground, "host")  # Otsu footprints (MVTec AD objects)
+    led.add(1.0 * n_train * s2 * foreground, "host")  # Otsu footprints (MVTec AD objects), bool
     tr = backbone_trace(backbone, image_size, FEATURE_BATCH, 1024)
     (h, w), d = tr["grid"], tr["d"]
     hw, rows = h * w, n_train * h * w
@@ -274,26 +284,34 @@ def semirest_stages(n_train: int, n_test: int, image_size: int, cfg, *, backbone
     before = (led.host, led.device)
     stages = [load, led.stage("weights", {}, host=tr["built"])]
     led.add(tr["weights"], "device")
-    led.add(pcf32, "host")  # the PCF buffer of _normal_pool
-    stages.append(led.stage("features", {"conv": conv_img * n_train}, device=tr["activations"]))
-    proj = 4.0 * rows * 128 / (2 if not on_gpu and rows * 128 * 4 > 32 * 2**20 else 1)
-    stages.append(led.stage("memory bank", {"mm": 2.0 * rows * d * 128 + 2.0 * rows * 128 * t},
-                            device=proj + 12.0 * rows + 4.0 * t * d))  # PCF rows stay on the host
-    led.add(4.0 * t * d, "device")
     budget = cfg.pool_budget_gb * 2**30
     keep = 4 if pcf32 <= budget else 2 if pcf32 / 2 <= budget else 0  # bytes per PCF value kept
-    search = SEARCH_CHUNK * t * 9.0  # cdist block (float32), same-image mask (bool), masked copy (float32)
+    half_proj = not on_gpu and rows * 128 * 4 > 32 * 2**20
+    held = keep == 4  # _normal_pool: a float32 buffer of every PCF; past the budget they are recomputed per pass
+    led.add(pcf32 if held else 0.0, "host")
+    stages.append(led.stage("features", {"conv": conv_img * n_train}, device=tr["activations"]))
+    proj = 4.0 * rows * 128 / (2 if half_proj else 1)
+    again = 0 if held else 1 + half_proj  # backbone passes the coreset and the gathering of the bank add
+    stages.append(led.stage("memory bank", {"mm": 2.0 * rows * d * 128 + 2.0 * rows * 128 * t,
+                                            "conv": conv_img * n_train * again},
+                            device=proj + 12.0 * rows + 4.0 * t * d + (0 if held else tr["activations"])))
+    led.add(4.0 * t * d, "device")
+    search = search_chunk(t, SEARCH_CHUNK) * t * 9.0  # cdist block (float32), same-image mask (bool), masked copy
     led.add(rows * 36.0, "host")  # neighbours (int64 x 3), labels (int64), shares (float32)
-    stages.append(led.stage("pools", {"mm": 2.0 * (rows + n_real * hw) * t * d},
-                            device=search + 4.0 * FEATURE_BATCH * hw * d, host=rows * d * keep * (keep == 2)))
-    led.host += rows * d * keep - pcf32  # the buffer becomes the pool's PCFs (or goes)
+    led.add(0.0 if held else rows * d * keep, "host")  # the float16 pool, filled by the neighbours' pass
+    stages.append(led.stage("pools", {"mm": 2.0 * (rows + n_real * hw) * t * d,
+                                      "conv": conv_img * (n_train * (not held) + n_real)},
+                            device=search + 4.0 * FEATURE_BATCH * hw * d + (0 if held else tr["activations"])))
     led.add(4.0 * n_real * (3 * s2 + s2 + hw * d) + rows * 36.0 * n_real / max(1, n_train), "host")
     q = len(window_corners(h, w, cfg.mu, cfg.step))
     n_windows = (cfg.b1 + cfg.b2 + cfg.b3) * max(1, round(cfg.window_fraction * q))
-    step = swin_trace(d, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.window, cfg.mu, n_windows, True)
+    chunks = max(1, min(cfg.window_chunks, n_windows))  # SemiRESTConfig.window_chunks: parts of a step
+    step = swin_trace(d, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.window, cfg.mu, -(-n_windows // chunks), True,
+                      cfg.checkpoint_blocks)  # the largest part
     led.add(step["weights"] * 2, "device")  # the Swin and its EMA copy (gradients: in the trace, then kept)
     fresh = cfg.b2 + (0 if keep else cfg.b1)  # backbone passes per iteration
-    per_iter = {"swin": step["flops"], "conv": conv_img * fresh, "mm": 2.0 * cfg.b2 * hw * t * d}
+    per_iter = {"swin": step["flops"] * n_windows / -(-n_windows // chunks), "conv": conv_img * fresh,
+                "mm": 2.0 * cfg.b2 * hw * t * d}
     tokens = 4.0 * (cfg.b1 + cfg.b2 + cfg.b3) * max(hw, cfg.mu ** 2) * d * 3  # PCFs, residuals, windows
     total = cfg.iterations + semi_iterations * SEMI_STEP_FACTOR
     stages.append(led.stage("training", {k: v * total for k, v in per_iter.items()},

@@ -28,18 +28,30 @@ from .residuals import elementwise_residual
 Tensor = torch.Tensor
 
 
+SEARCH_BLOCK_BYTES = 512 * 2**20  # k_nearest_memory: a block of distances, mask and masked copy stays below this
+
+
+def search_chunk(bank_rows: int, chunk: int = 2048, block_bytes: int = SEARCH_BLOCK_BYTES) -> int:
+    """Queries per block of :func:`k_nearest_memory`: ``chunk``, fewer (at least 64) when a block of
+    ``chunk x bank_rows`` (float32 distances, bool mask, float32 masked copy: 9 bytes each) would pass
+    ``block_bytes``: at the paper's sizes a 2,048-query block against a 400,000-row bank is 7.5 GB."""
+    return min(chunk, max(64, block_bytes // (9 * max(1, bank_rows))))
+
+
 def k_nearest_memory(queries: Tensor, bank: Tensor, k: int = 3, exclude: Tensor | None = None,
                      bank_source: Tensor | None = None, chunk: int = 2048) -> tuple[Tensor, Tensor]:
     """Queries ``(Q, D)``, bank ``(T, D)`` -> distances and indices ``(Q, k)`` of the k nearest rows.
 
     With ``exclude`` ``(Q,)`` and ``bank_source`` ``(T,)``, rows whose source equals the
     query's ``exclude`` id are skipped (``exclude = -1``: skip nothing). Exact search by
-    chunked ``torch.cdist`` on the bank's device.
+    chunked ``torch.cdist`` on the bank's device, ``chunk`` queries at a time or fewer for a
+    large bank (:func:`search_chunk`).
     """
     if (exclude is None) != (bank_source is None):
         raise ValueError("pass exclude and bank_source together")
     if k > bank.shape[0]:
         raise ValueError(f"asked for {k} neighbours in a memory bank of {bank.shape[0]} rows")
+    chunk = search_chunk(bank.shape[0], chunk)
     dists, idxs = [], []
     for start in range(0, queries.shape[0], chunk):
         d = torch.cdist(queries[start:start + chunk].to(bank.device, torch.float32), bank.float())  # (q, T)
