@@ -37,6 +37,10 @@ Open points of the paper, chosen here and made parameters: the number of iterati
 (not stated), gradient clipping at 1.0 and EMA decay 0.999 (the public reference code's
 values) with the course's warm-up (:mod:`.ema`), the leave-one-image-out memory search for
 training images, labels kept under token dropout, fresh synthetic anomalies per iteration.
+Memory-only choices of the course (they change no loss or gradient beyond float rounding and
+the stochastic-depth draws): ``checkpoint_blocks`` and ``window_chunks`` (on in the paper
+preset, so that a 512 px step fits a 16 GB GPU; off in :meth:`SemiRESTConfig.cpu`) and
+``pool_budget_gb``.
 """
 
 from __future__ import annotations
