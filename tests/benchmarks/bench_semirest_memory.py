@@ -5,6 +5,10 @@ Not part of the test run (pytest collects ``test_*.py`` only). Run it with
     OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_semirest_memory.py             # 8 / 16 / 32 images
     OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_semirest_memory.py --quick     # 2 / 4, 128 px
     .venv/bin/python tests/benchmarks/bench_semirest_memory.py --device cuda                 # + device memory
+    OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_semirest_memory.py --pool-budget-gb 0  # PCFs recomputed
+
+``--pool-budget-gb 0`` runs the path a paper-size run takes once its PCFs pass the budget (2 GiB):
+nothing of them is held; the coreset, the bank and the neighbours recompute them per pass.
 
 Every point runs in a fresh subprocess: ``SemiREST.fit`` with ``SemiRESTConfig()``'s shapes
 (WideResNet50-2 layer2 + layer3 with random init, d_f = 1024; Swin 1024 channels, 4 blocks,
@@ -35,7 +39,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def worker(n_images: int, size: int, iterations: int, device: str) -> dict:
+def worker(n_images: int, size: int, iterations: int, device: str, pool_budget_gb: float = 2.0) -> dict:
     """One point, in this (fresh) process."""
     import torch
 
@@ -46,7 +50,8 @@ def worker(n_images: int, size: int, iterations: int, device: str) -> dict:
     torch.manual_seed(0)
     images = torch.rand(n_images, 3, size, size, generator=torch.Generator().manual_seed(0))
     memory = ResidualMemory("wide_resnet50_2", weights=None, coreset_ratio=0.1, device=device, progress=False)
-    model = SemiREST(memory, dataclasses.replace(SemiRESTConfig(), iterations=iterations), progress=False)
+    model = SemiREST(memory, dataclasses.replace(SemiRESTConfig(), iterations=iterations,
+                                                 pool_budget_gb=pool_budget_gb), progress=False)
     cuda = model.device.type == "cuda"
     start = _peak_mb()
     t0 = time.perf_counter()
@@ -68,21 +73,25 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--worker", nargs=4, metavar=("N", "SIZE", "ITERATIONS", "DEVICE"), help=argparse.SUPPRESS)
+    parser.add_argument("--pool-budget-gb", type=float, default=2.0,
+                        help="SemiRESTConfig.pool_budget_gb; 0: the PCFs are recomputed, never held (as past the "
+                             "budget at the paper's sizes)")
+    parser.add_argument("--worker", nargs=5, metavar=("N", "SIZE", "ITERATIONS", "DEVICE", "BUDGET"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        n, size, iterations, device = args.worker
-        print(json.dumps(worker(int(n), int(size), int(iterations), device)))
+        n, size, iterations, device, budget = args.worker
+        print(json.dumps(worker(int(n), int(size), int(iterations), device, float(budget))))
         return
     images = args.images or ([2, 4] if args.quick else [8, 16, 32])
     size = args.image_size or (128 if args.quick else 256)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     print(f"SemiREST.fit, SemiRESTConfig() shapes, WideResNet50-2 random init, {size} px, {args.iterations} "
-          f"iterations, {args.device}; one fresh process per point\n")
+          f"iterations, {args.device}, pool_budget_gb {args.pool_budget_gb}; one fresh process per point\n")
     points = []
     for n in images:
         out = subprocess.run([sys.executable, __file__, "--worker", str(n), str(size), str(args.iterations),
-                              args.device], capture_output=True, text=True, env=env)
+                              args.device, str(args.pool_budget_gb)], capture_output=True, text=True, env=env)
         if out.returncode:
             sys.exit(f"{n} images failed:\n{out.stderr[-3000:]}")
         points.append(json.loads(out.stdout.strip().splitlines()[-1]))
