@@ -75,3 +75,22 @@ def test_config_round_trips_through_the_state(tmp_path):
     cfg = SemiRESTConfig()
     torch.save({"config": dataclasses.asdict(cfg)}, path)
     assert load_checkpoint(path)["config"] == dataclasses.asdict(cfg)
+
+
+def test_states_are_written_by_count_at_the_end_and_by_the_clock(monkeypatch):
+    """Every ``every`` iterations, at the last one, and once ``seconds`` have passed since the last write."""
+    from cutswap_lib.semirest import checkpoints
+
+    now = [0.0]
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: now[0])
+    schedule = checkpoints.SaveSchedule(every=200, seconds=300)
+    due = []
+    for it in range(1, 451):
+        now[0] += 4.0  # a paper-size iteration on a T4 (the planner's estimate): 200 of them are 13 minutes
+        if schedule.due(it, 450):
+            due.append(it)
+    assert due == [75, 150, 200, 275, 350, 400, 450]  # never more than 300 s (75 iterations) apart
+    untimed = checkpoints.SaveSchedule(every=200, seconds=None)
+    assert [it for it in range(1, 451) if untimed.due(it, 450)] == [200, 400, 450]
+    with pytest.raises(ValueError, match="checkpoint_seconds"):
+        checkpoints.SaveSchedule(every=2, seconds=0)

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from ..files import FolderLock
 from ..patchcore import RecomputedRows
-from .checkpoints import newest_training_state, restore_training_state, save_training_state
+from .checkpoints import SaveSchedule, newest_training_state, restore_training_state, save_training_state
 from .ema import warmup_ema
 from .synthetic import synthetic_anomalies
 from .labels import anomalous_share, labels_from_share
@@ -384,22 +384,22 @@ class SemiREST:
     def fit(self, train_images: Tensor, foreground: Tensor | None = None, sources: Tensor | None = None,
             anomalous: tuple[Tensor, Tensor] | None = None, iterations: int | None = None, *,
             checkpoint_dir: Path | None = None, checkpoint_every: int = 200,
-            fingerprint: str | None = None) -> list[dict]:
+            checkpoint_seconds: float | None = 300.0, fingerprint: str | None = None) -> list[dict]:
         """Prepare (if not done) and train the sliding Swin; returns the per-iteration history.
 
-        ``checkpoint_dir``: write the training state every ``checkpoint_every`` iterations and at
-        the end (:mod:`.checkpoints`), and continue from the newest one found there, with the same
+        ``checkpoint_dir``: write the training state every ``checkpoint_every`` iterations, at least
+        every ``checkpoint_seconds`` and at the end (:class:`.checkpoints.SaveSchedule`), and
+        continue from the newest one found there, with the same
         result as an uninterrupted run; ``fingerprint`` (of the data, the caller's) must match
         the folder's. The folder is locked while training (:class:`cutswap_lib.files.FolderLock`).
         """
-        if checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+        schedule = SaveSchedule(checkpoint_every, checkpoint_seconds)
         lock = FolderLock(checkpoint_dir, purpose="SemiREST training") if checkpoint_dir else None
         with lock or contextlib.nullcontext():
             return self._fit(train_images, foreground, sources, anomalous, iterations, checkpoint_dir,
-                             checkpoint_every, fingerprint)
+                             schedule, fingerprint)
 
-    def _fit(self, train_images, foreground, sources, anomalous, iterations, checkpoint_dir, checkpoint_every,
+    def _fit(self, train_images, foreground, sources, anomalous, iterations, checkpoint_dir, schedule,
              fingerprint) -> list[dict]:
         cfg = self.config
         if not self.pools:
@@ -430,7 +430,7 @@ class SemiREST:
             self.history.append({"iteration": it + 1, **record})
             if it % 10 == 0:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
-            if checkpoint_dir is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == total):
+            if checkpoint_dir is not None and schedule.due(it + 1, total):
                 save_training_state(checkpoint_dir, iteration=it + 1, model=self.model, ema=self.ema,
                                     optimizer=optimizer, generators=generators, history=self.history,
                                     config=cfg, fingerprint=fingerprint)

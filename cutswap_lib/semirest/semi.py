@@ -23,7 +23,7 @@ while sharing the (large) memory bank and pools with the unsupervised model.
 With ``checkpoint_dir``, the fine-tune writes its training state (:mod:`.checkpoints`, files
 ``finetune_NNNNNN.pt``: the Swin, its weight average, AdamW, the window generator, the model's
 synthetic-anomaly generator, torch's global one, the history and the iteration) every
-``checkpoint_every`` iterations and at the end, and a later call with the same folder continues
+``checkpoint_every`` iterations, at least every ``checkpoint_seconds`` (5 minutes) and at the end, and a later call with the same folder continues
 from the newest state, to the same losses and weights as an uninterrupted fine-tune. The state
 records the :class:`.mixmatch.MixMatchConfig`, the model's configuration and the caller's
 ``fingerprint`` (of the starting model and the boxes); a folder written with others is refused.
@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ..files import FolderLock
 from .boxes import box_block_labels
-from .checkpoints import newest_training_state, restore_training_state, save_training_state
+from .checkpoints import SaveSchedule, newest_training_state, restore_training_state, save_training_state
 from .ema import warmup_ema
 from .mixmatch import MixMatchConfig, mixmatch_loss
 from .model import SemiREST
@@ -75,26 +75,26 @@ def semi_copy(model: SemiREST) -> SemiREST:
 def finetune_with_boxes(model: SemiREST, images: Tensor, pixel_labels: Tensor,
                         config: MixMatchConfig | None = None, progress: bool = True, *,
                         checkpoint_dir: Path | None = None, checkpoint_every: int = 200,
-                        fingerprint: str | None = None) -> list[dict]:
+                        checkpoint_seconds: float | None = 300.0, fingerprint: str | None = None) -> list[dict]:
     """Fine-tune a fitted :class:`SemiREST` in place with box-labelled images (Fig. 3, red + blue); returns the history.
 
     Use :func:`semi_copy` first to keep the unsupervised model as it is. ``checkpoint_dir``: write
-    the training state every ``checkpoint_every`` iterations and at the end, and continue from the
+    the training state every ``checkpoint_every`` iterations, at least every ``checkpoint_seconds``
+    and at the end (:class:`.checkpoints.SaveSchedule`), and continue from the
     newest one found there (see the module doc); ``fingerprint`` (of the starting model and the
     boxes, the caller's) must match the folder's.
     """
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    schedule = SaveSchedule(checkpoint_every, checkpoint_seconds)
     cfg = (config or MixMatchConfig()).validate()
     if model.model is None:
         raise RuntimeError("finetune_with_boxes continues from the unsupervised model: call model.fit() first")
     lock = FolderLock(checkpoint_dir, purpose="SemiREST MixMatch fine-tuning") if checkpoint_dir else None
     with lock or contextlib.nullcontext():
-        return _finetune(model, images, pixel_labels, cfg, progress, checkpoint_dir, checkpoint_every, fingerprint)
+        return _finetune(model, images, pixel_labels, cfg, progress, checkpoint_dir, schedule, fingerprint)
 
 
 def _finetune(model: SemiREST, images: Tensor, pixel_labels: Tensor, cfg: MixMatchConfig, progress: bool,
-              checkpoint_dir: Path | None, checkpoint_every: int, fingerprint: str | None) -> list[dict]:
+              checkpoint_dir: Path | None, schedule: SaveSchedule, fingerprint: str | None) -> list[dict]:
     add_box_pool(model, images, pixel_labels, cfg.upsilon)
     if model.ema is not None:
         model.model.load_state_dict(model.ema.module.state_dict())  # start from the averaged weights
@@ -125,7 +125,7 @@ def _finetune(model: SemiREST, images: Tensor, pixel_labels: Tensor, cfg: MixMat
 
         record = model.train_step(optimizer, token_dropout(windows, cfg.dropout, gen), labels, semi_part)
         history.append({"iteration": step + 1, **record})
-        if checkpoint_dir is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == cfg.iterations):
+        if checkpoint_dir is not None and schedule.due(step + 1, cfg.iterations):
             save_training_state(checkpoint_dir, iteration=step + 1, model=model.model, ema=model.ema,
                                 optimizer=optimizer, generators=generators, history=history, config=configs,
                                 fingerprint=fingerprint, prefix="finetune")
