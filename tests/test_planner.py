@@ -160,3 +160,19 @@ def test_unknown_backbone_is_one_line_and_exit_2(tmp_path, capsys, command):
 def test_a_plan_that_cannot_fit_warns(capsys):
     planner.warn_if_too_big({"plan_host_peak_gb": 1e6, "plan_device_peak_gb": None}, "cpu", "disc unsupervised")
     assert "cannot fit" in capsys.readouterr().err
+
+
+def test_the_cpu_epoch_estimate_is_counted_and_near_the_timed_step():
+    """On a CPU the dry run counts the step's FLOPs instead of timing it (minutes at the paper's size)."""
+    import time
+
+    from cutswap_lib.cutswap.train import TrainConfig
+    from cutswap_lib.runs.cutswap_encoders import estimate_epoch_seconds
+
+    config = TrainConfig(batch_size=4)
+    t0 = time.perf_counter()
+    counted = estimate_epoch_seconds(config, 8, 64, 2, "cpu")  # timed=None: counted on a CPU
+    counted_s = time.perf_counter() - t0
+    timed = estimate_epoch_seconds(config, 8, 64, 2, "cpu", timed=True)
+    assert 0.33 < counted / timed < 3  # the same order: FLOPs over a measured rate, against a clock
+    assert counted_s < 30

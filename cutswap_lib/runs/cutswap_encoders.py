@@ -156,12 +156,22 @@ class Job:
 
 
 def estimate_epoch_seconds(config: TrainConfig, n_images: int, train_size: int, per_image: int,
-                           device=None) -> float:
-    """Seconds per epoch, from one timed training step on random inputs (nothing is saved)."""
+                           device=None, timed: bool | None = None) -> float:
+    """Seconds per epoch: from one timed training step on random inputs (nothing is saved), or
+    from the step's FLOPs (:func:`.planner.backbone_trace`) over this CPU's measured convolution
+    rate (:func:`.planner.cpu_rates`). ``timed`` None: timed on a GPU, where a step takes a
+    fraction of a second; counted on a CPU, where a paper-size step (3 x 32 x 5 images) takes
+    minutes through ResNet18 and over ten through WideResNet50, twice with the warm-up."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    steps = -(-n_images // config.batch_size)
+    b = min(config.batch_size, n_images)
+    if not (timed if timed is not None else device.type == "cuda"):
+        from .planner import backbone_trace, cpu_rates
+
+        flops = backbone_trace(config.backbone, train_size, 3 * b * per_image, None, None, True)["flops"]
+        return flops / cpu_rates()["conv"] * steps
     torch.manual_seed(0)
     model = ThreeWayNet(config.backbone, None).to(device)
-    b = min(config.batch_size, n_images)
     x = torch.rand(3 * b * per_image, 3, train_size, train_size, device=device)
     y = torch.randint(0, 3, (len(x),), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -173,5 +183,4 @@ def estimate_epoch_seconds(config: TrainConfig, n_images: int, train_size: int, 
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-    steps = -(-n_images // config.batch_size)
     return (time.perf_counter() - t0) * steps

@@ -396,7 +396,8 @@ def cutswap_plan_keys(n_train: int, n_test: int, image_size: int, encoder: str, 
     Training: ``batch`` images per step (3 x batch size x triplets), forward and backward of
     the encoder (traced) with its weights, gradients and SGD momentum, the fine-tuning images and
     their ``levels`` saliency maps on the host; ``steps`` in all. Its CPU time is the
-    ``cpu_train_s`` the timed step gives (:func:`~.cutswap_encoders.estimate_epoch_seconds`).
+    ``cpu_train_s`` that :func:`~.cutswap_encoders.estimate_epoch_seconds` gives (timed on a GPU,
+    counted on a CPU).
     """
     name = device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu, stages = name.startswith("cuda"), []
@@ -409,7 +410,7 @@ def cutswap_plan_keys(n_train: int, n_test: int, image_size: int, encoder: str, 
                                 device=3 * tr["weights"] + tr["activations"], host=tr["built"]))
     stages += patchcore_stages(n_train, n_test, image_size, encoder, coreset, on_gpu=on_gpu)
     out = {"plan_device": name, **summary(stages, name, None)}
-    if cpu_train_s is not None:  # the timed step's figure, plus PatchCore's FLOPs at this CPU's rate
+    if cpu_train_s is not None:  # the step estimate, plus PatchCore's FLOPs at this CPU's rate
         rates = cpu_rates()
         out["plan_cpu_s_estimate"] = round(cpu_train_s + sum(s.seconds(rates) for s in stages
                                                                if s.name != "training"), 1)
