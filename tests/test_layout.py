@@ -159,5 +159,5 @@ def test_the_layers_are_where_the_design_puts_them():
     packages = {m.split(".")[1] for m in inside if m.count(".") >= 2}
     assert packages == {"cutswap", "data", "runs", "semirest", "viz"}
     flat = sorted(m.split(".")[1] for m in inside if m.count(".") == 1)
-    assert flat == ["__main__", "backbones", "config", "cutswap", "data", "files", "images", "jitter", "metrics",
-                    "patchcore", "runs", "semirest", "viz", "weights"]
+    assert flat == ["__main__", "backbones", "config", "coreset", "cutswap", "data", "files", "images", "jitter",
+                    "metrics", "patchcore", "runs", "semirest", "viz", "weights"]

@@ -220,7 +220,8 @@ def patchcore_stages(n_train: int, n_test: int, image_size: int, backbone: str, 
     ``ledger``: what is alive before (its extractor's weights included); None: a fresh run,
     whose network is built (in full, then cut) first.
     """
-    from ..patchcore import HALF_BANK_MB, ROW_BUDGET_MB
+    from ..coreset import HALF_BANK_MB
+    from ..patchcore import ROW_BUDGET_MB
 
     tr = backbone_trace(backbone, image_size, FEATURE_BATCH, feature_dim, tuple(layers) if layers else None)
     (h, w), d = tr["grid"], tr["d"]

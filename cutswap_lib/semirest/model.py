@@ -57,8 +57,8 @@ from torch.optim.swa_utils import AveragedModel
 from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
+from ..coreset import RecomputedRows
 from ..files import FolderLock
-from ..patchcore import RecomputedRows
 from .checkpoints import SaveSchedule, newest_training_state, restore_training_state, save_training_state
 from .ema import warmup_ema
 from .synthetic import synthetic_anomalies

@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor, build_feature_extractor, choose_backbone
 from ..images import as_float_images
-from ..patchcore import (RecomputedRows, RowChunks, _image_batches, greedy_coreset, locally_aware_patch_features,
-                         nearest_neighbors)
+from ..coreset import RecomputedRows, RowChunks, greedy_coreset
+from ..patchcore import _image_batches, locally_aware_patch_features, nearest_neighbors
 from .position import add_position_code
 
 Tensor = torch.Tensor
