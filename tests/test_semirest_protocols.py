@@ -336,7 +336,7 @@ def test_the_streamed_normal_pool_builds_the_same_bank_as_all_features_at_once(f
     model, train, fg = fitted
     fresh = SemiREST(model.memory.__class__(backbone=model.memory.features.extractor, lambda_pe=0.1,
                                             coreset_ratio=0.5, device="cpu", progress=False),
-                     config=SemiRESTConfig(**TINY), progress=False)
+                     config=SemiRESTConfig(**TINY, pool_budget_gb=2.0), progress=False)  # held PCFs
     fresh.prepare(train, foreground=fg)
     reference = model.memory.__class__(backbone=model.memory.features.extractor, lambda_pe=0.1, coreset_ratio=0.5,
                                        device="cpu", progress=False)
