@@ -5,10 +5,11 @@ Not part of the test run (pytest collects ``test_*.py`` only). Run it with
     OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_semirest_memory.py             # 8 / 16 / 32 images
     OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_semirest_memory.py --quick     # 2 / 4, 128 px
     .venv/bin/python tests/benchmarks/bench_semirest_memory.py --device cuda                 # + device memory
-    OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_semirest_memory.py --pool-budget-gb 0  # PCFs recomputed
+    OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bench_semirest_memory.py --pool-budget-gb 2  # PCFs held
 
-``--pool-budget-gb 0`` runs the path a paper-size run takes once its PCFs pass the budget (2 GiB):
-nothing of them is held; the coreset, the bank and the neighbours recompute them per pass.
+``--pool-budget-gb`` (default: ``SemiRESTConfig()``'s, 0) is the host memory the normal PCFs may
+hold; at 0 nothing of them is held: the coreset, the bank, the neighbours and each iteration's
+normal images recompute them. 2 is the CPU preset's budget, under which these sizes hold them.
 
 Every point runs in a fresh subprocess: ``SemiREST.fit`` with ``SemiRESTConfig()``'s shapes
 (WideResNet50-2 layer2 + layer3 with random init, d_f = 1024; Swin 1024 channels, 4 blocks,
@@ -39,7 +40,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def worker(n_images: int, size: int, iterations: int, device: str, pool_budget_gb: float = 2.0) -> dict:
+def worker(n_images: int, size: int, iterations: int, device: str, pool_budget_gb: float) -> dict:
     """One point, in this (fresh) process."""
     import torch
 
@@ -73,12 +74,16 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--pool-budget-gb", type=float, default=2.0,
-                        help="SemiRESTConfig.pool_budget_gb; 0: the PCFs are recomputed, never held (as past the "
-                             "budget at the paper's sizes)")
+    parser.add_argument("--pool-budget-gb", type=float, default=None,
+                        help="SemiRESTConfig.pool_budget_gb (default: the paper preset's, 0: the PCFs are recomputed, "
+                             "never held; 2: the CPU preset's)")
     parser.add_argument("--worker", nargs=5, metavar=("N", "SIZE", "ITERATIONS", "DEVICE", "BUDGET"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pool_budget_gb is None:
+        from cutswap_lib.semirest.model import SemiRESTConfig
+
+        args.pool_budget_gb = SemiRESTConfig().pool_budget_gb
     if args.worker:
         n, size, iterations, device, budget = args.worker
         print(json.dumps(worker(int(n), int(size), int(iterations), device, float(budget))))
