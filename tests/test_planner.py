@@ -169,7 +169,10 @@ def test_the_cpu_epoch_estimate_is_counted_and_near_the_timed_step():
     from cutswap_lib.cutswap.train import TrainConfig
     from cutswap_lib.runs.cutswap_encoders import estimate_epoch_seconds
 
+    from cutswap_lib.runs import planner
+
     config = TrainConfig(batch_size=4)
+    planner.cpu_rates.cache_clear()  # this CPU's rate now, next to the timed step (not one cached under other load)
     t0 = time.perf_counter()
     counted = estimate_epoch_seconds(config, 8, 64, 2, "cpu")  # timed=None: counted on a CPU
     counted_s = time.perf_counter() - t0
