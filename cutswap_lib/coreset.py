@@ -40,6 +40,20 @@ def bank_storage_dtype(bank_dtype: str, n_rows: int, dim: int, half_bank_mb: flo
     return getattr(torch, bank_dtype)
 
 
+def take_rows(blocks: Iterable[Tensor], index: Tensor) -> Tensor:
+    """Rows ``(T, D)`` at ``index`` ``(T,)`` of the rows that ``blocks`` ``(n_i, D)`` hold one after
+    another, in ``index`` order, in the blocks' dtype and on their device; the blocks are read once."""
+    out, start = None, 0
+    for block in blocks:
+        if out is None:
+            out = torch.empty(len(index), block.shape[1], dtype=block.dtype, device=block.device)
+            index = index.to(block.device)
+        inside = (index >= start) & (index < start + len(block))  # (T,)
+        out[inside] = block[index[inside] - start]
+        start += len(block)
+    return out
+
+
 class RowChunks:
     """Rows ``(N, D)`` that arrive in blocks, kept as those blocks (no copy of the whole bank).
 
@@ -65,15 +79,7 @@ class RowChunks:
 
     def take(self, index: Tensor) -> Tensor:
         """Rows ``(T, D)`` at ``index`` ``(T,)``, in that order."""
-        first = self.blocks[0]
-        out = torch.empty(len(index), first.shape[1], dtype=first.dtype, device=first.device)
-        index = index.to(first.device)
-        start = 0
-        for block in self.blocks:
-            inside = (index >= start) & (index < start + len(block))  # (T,)
-            out[inside] = block[index[inside] - start]
-            start += len(block)
-        return out
+        return take_rows(self.blocks, index)
 
     def concat(self) -> Tensor:
         """All rows ``(N, D)``; the blocks are released (peak: the bank plus one block)."""
@@ -115,15 +121,7 @@ class RecomputedRows:
 
     def take(self, index: Tensor) -> Tensor:
         """Rows ``(T, D)`` at ``index`` ``(T,)``, in that order, on the blocks' device (one pass)."""
-        out, start = None, 0
-        for block in self:
-            if out is None:
-                out = torch.empty(len(index), self.dim, dtype=block.dtype, device=block.device)
-                index = index.to(block.device)
-            inside = (index >= start) & (index < start + len(block))  # (T,)
-            out[inside] = block[index[inside] - start]
-            start += len(block)
-        return out
+        return take_rows(self, index)
 
 
 def _row_blocks(features, chunk: int) -> Callable[[], Iterable[Tensor]]:

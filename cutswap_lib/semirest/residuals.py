@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor, build_feature_extractor, choose_backbone
 from ..images import as_float_images
-from ..coreset import RecomputedRows, RowChunks, greedy_coreset
+from ..coreset import RecomputedRows, greedy_coreset, take_rows
 from ..patchcore import _image_batches, locally_aware_patch_features, nearest_neighbors
 from .position import add_position_code
 
@@ -223,13 +223,8 @@ class ResidualMemory:
         else:
             keep = greedy_coreset(rows, max(1, int(round(self.coreset_ratio * n))), self.projection_dim,
                                   seed=self.seed, progress=self.progress, device=self.device)  # (T,)
-        if recomputed:
-            source = rows
-        else:
-            source = RowChunks("float32")
-            for r in rows:
-                source.append(r)
-        self.memory_bank = source.take(keep).to(self.device).contiguous()  # (T, d_f): only the bank on the device
+        kept = rows.take(keep) if recomputed else take_rows(rows, keep)  # (T, d_f), where the rows are
+        self.memory_bank = kept.to(self.device).contiguous()  # only the bank on the device
         self.bank_source = (keep.cpu() // (self.grid[0] * self.grid[1])).to(self.device)  # (T,) training image per row
         self.timings["coreset"] = time.perf_counter() - t0
         return self
