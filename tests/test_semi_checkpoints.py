@@ -172,6 +172,10 @@ def test_semirest_table_resumes_a_fine_tune_from_its_states_and_removes_them_wit
     assert steps == []
     key = lambda r: (r["method"], r["ap"], r["pro"])  # noqa: E731
     assert sorted(map(key, again)) == sorted(map(key, first))
+    # a changed fine-tune (another guess pivot) trains anew in its own folder, from the same unsupervised model
+    settings.mixmatch = dataclasses.replace(settings.mixmatch, guess_pivot="known")
+    run()
+    assert len(steps) == 3 and len(list(states.glob("semi_paper_seed0_*"))) == 2
     # the command removes a category's states once its rows are in the CSV, the fine-tune's with the rest
     monkeypatch.setattr(semirest_tables, "run_semirest_category", lambda *a, checkpoints, **k: first)
     semirest_tables.semirest_table("mvtec", tmp_path / "mvtec", ["bottle"], settings, results=tmp_path / "results",

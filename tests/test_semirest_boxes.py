@@ -9,8 +9,8 @@ from cutswap_lib.data import load_foregrounds, load_split
 from cutswap_lib.semirest import IGNORE, ResidualMemory, SemiREST, SemiRESTConfig, TokenSwin
 from cutswap_lib.semirest.boxes import (UNKNOWN, box_block_labels, box_pixel_labels, boxes_from_mask,
                                         load_boxes, rescale_boxes, save_boxes, validate_boxes)
-from cutswap_lib.semirest.mixmatch import (MixMatchConfig, lambda_u_at, mixmatch_loss, mixup, mixup_lambda,
-                                           sharpen, soft_focal_loss)
+from cutswap_lib.semirest.mixmatch import (MixMatchConfig, guess_pivot, lambda_u_at, mixmatch_loss, mixup,
+                                           mixup_lambda, sharpen, soft_focal_loss)
 from cutswap_lib.semirest.semi import finetune_with_boxes
 
 
@@ -91,6 +91,43 @@ def test_sharpen_equals_its_formula():
         expected = p ** (1 / t) / (p ** (1 / t) + (1 - p) ** (1 / t))
         torch.testing.assert_close(sharpen(p, t), expected)
     assert sharpen(torch.tensor(0.8), 0.5).item() == pytest.approx(0.64 / (0.64 + 0.04))
+
+
+def test_sharpen_around_a_pivot_divides_the_odds_by_the_pivots():
+    p = torch.tensor([0.05, 0.3, 0.37, 0.45, 0.9])
+    for c, t in ((0.37, 0.5), (0.2, 0.25), (0.5, 0.5)):
+        reference = torch.sigmoid((torch.logit(p) - torch.logit(torch.tensor(c))) / t)  # odds / pivot odds, ^(1/T)
+        torch.testing.assert_close(sharpen(p, t, c), reference)
+    assert sharpen(torch.tensor(0.37), 0.5, 0.37).item() == pytest.approx(0.5)  # the pivot stays put
+    torch.testing.assert_close(sharpen(p, 0.5, 0.5), sharpen(p, 0.5))  # 0.5: MixMatch's sharpening
+    assert sharpen(torch.tensor(0.45), 0.5, 0.37).item() > 0.5 > sharpen(torch.tensor(0.45), 0.5).item()
+
+
+def test_guess_pivot_is_half_or_the_known_tokens_mean_guess():
+    guess = torch.tensor([[[0.2, 0.4], [0.9, 0.6]]])  # (1, 2, 2)
+    labels = torch.tensor([[[0, 0], [UNKNOWN, IGNORE]]])
+    assert guess_pivot(guess, labels, "half") == 0.5
+    assert float(guess_pivot(guess, labels, "known")) == pytest.approx(0.3)  # padding and boxes take no part
+    assert guess_pivot(guess, torch.full_like(labels, UNKNOWN), "known") == 0.5  # no known token: 0.5
+    with pytest.raises(ValueError, match="guess_pivot"):
+        MixMatchConfig(guess_pivot="median").validate()
+
+
+def test_known_pivot_makes_a_guess_above_the_normal_level_a_positive_pseudo_label():
+    class Fixed(torch.nn.Module):  # anomaly probability = the token's first channel
+        def forward(self, x):
+            p = x[..., 0].clamp(1e-4, 1 - 1e-4)
+            return torch.stack([(1 - p).log(), p.log()], -1)
+
+    tokens = torch.full((1, 4, 4, 2), 0.35)  # an under-confident model: normal tokens at 0.35 ...
+    tokens[0, 1, 1, 0] = 0.45  # ... and a faint defect at 0.45, inside the box
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, :2, :2] = UNKNOWN
+    pseudo = {mode: mixmatch_loss(Fixed(), [tokens] * 3, labels, MixMatchConfig(guess_pivot=mode), step=0,
+                                  generator=torch.Generator().manual_seed(0), dropout=0.0)[1]["pseudo"]
+              for mode in ("half", "known")}
+    assert pseudo["half"][0, 1, 1] < 0.5  # Algorithm 1 as printed: the defect's target is 'normal'
+    assert pseudo["known"][0, 1, 1] > 0.5 and pseudo["known"][0, 0, 0] == pytest.approx(0.5, abs=1e-5)
 
 
 def test_mixup_keeps_lambda_above_half_and_mixes_labels_alike():

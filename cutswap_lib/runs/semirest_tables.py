@@ -567,8 +567,9 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                         _report(rows[-1], progress)
                     model = semi_copy(pretrained)  # shares memory and pools; its own Swin
                     t0 = time.perf_counter()
-                    folder, key = _finetune_states(checkpoints, variant, seed, pretrained, lab[0], boxes)
-                    finetune_with_boxes(model, lab[0], boxes, semi_config(dataset, settings, spec),
+                    mix = semi_config(dataset, settings, spec)
+                    folder, key = _finetune_states(checkpoints, variant, seed, pretrained, lab[0], boxes, mix)
+                    finetune_with_boxes(model, lab[0], boxes, mix,
                                         progress=progress, checkpoint_dir=folder, fingerprint=key)
                     rows.append(_semirest_row(base, model, variant, te, tm, tl, time.perf_counter() - t0))
                     _report(rows[-1], progress)
@@ -629,16 +630,17 @@ def _fit(dataset, settings, setting, spec, seed, anomalous, *, train, foreground
     return model, time.perf_counter() - t0
 
 
-def _finetune_states(checkpoints, variant, seed, pretrained, images, boxes):
+def _finetune_states(checkpoints, variant, seed, pretrained, images, boxes, mix: MixMatchConfig):
     """The folder and fingerprint of a semi-supervised fine-tune's training states (None, None: no ``checkpoints``).
 
     Next to :func:`_fit`'s: ``checkpoints/semi_<variant>_seed<seed>_<fingerprint>``; the fingerprint covers
-    the unsupervised model it starts from (its averaged weights: data, networks and training alike) and
-    the box-labelled images and their pixel labels; each state records the fine-tune's configurations.
+    the unsupervised model it starts from (its averaged weights: data, networks and training alike),
+    the box-labelled images and their pixel labels, and the fine-tune's :class:`MixMatchConfig`, so
+    that a changed fine-tune trains into its own folder; each state records the configurations too.
     """
     if checkpoints is None:
         return None, None
-    key = fingerprint(*pretrained.ema.state_dict().values(), images, boxes)
+    key = fingerprint(*pretrained.ema.state_dict().values(), images, boxes, dataclasses.asdict(mix))
     return Path(checkpoints) / f"semi_{variant}_seed{seed}_{key}", key
 
 
