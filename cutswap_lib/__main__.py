@@ -204,6 +204,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-iterations", type=_positive_int, default=None,
                    help="semi-supervised fine-tune iterations (default: 800; 400 with --small); with --iterations "
                         "alone the fine-tune gets as many, and the lambda_u ramp then spans its first half")
+    p.add_argument("--guess-pivot", choices=["half", "known"], default=None,
+                   help="MixMatch sharpens its guesses around 0.5 (half: Algorithm 1, the default) or around the "
+                        "mean guess of the tokens labelled normal (known: the course's choice for under-confident "
+                        "models, the default with --small)")
     p.add_argument("--coreset-ratio", type=_fraction, default=None,
                    help="memory bank fraction in (0, 1] (default: the dataset's protocol, 0.1; 0.001 on KSDD2)")
     p.add_argument("--labelled", type=_positive_int, default=None,
@@ -368,6 +372,8 @@ def _semirest_table(args, profile) -> int:
     if finetune is not None:
         ramp = settings.mixmatch.ramp_steps if finetune > settings.mixmatch.ramp_steps else finetune // 2
         settings.mixmatch = dataclasses.replace(settings.mixmatch, iterations=finetune, ramp_steps=ramp)
+    if args.guess_pivot is not None:
+        settings.mixmatch = dataclasses.replace(settings.mixmatch, guess_pivot=args.guess_pivot)
     setting_names = tuple(_unique("--settings", args.settings))
     settings.validate()
     found = _dataset_root(args, profile)

@@ -148,7 +148,13 @@ def test_dry_run_prints_the_protocol_and_trains_nothing(ksdd2, tmp_path, capsys,
             "b3", "lambda_u", "coreset_ratio"}
     assert all(keys <= set(x) for x in lines)
     assert lines[2]["lr"] == 3e-5 and lines[2]["lambda_u"] == 5.0 and lines[2]["eps_plus"] == 0.25
+    assert lines[2]["guess_pivot"] == "known"  # the CPU profile's
     assert not any((tmp_path / "r").rglob("*"))  # nothing written
+    code = main(["semirest-table", "--dataset", "ksdd2", "--data-root", str(ksdd2), "--small", "--image-size", "64",
+                 "--labelled", "2", "--results", str(tmp_path / "r"), "--no-progress", "--dry-run",
+                 "--settings", "semi", "--guess-pivot", "half"])
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert code == 0 and line["guess_pivot"] == "half"
 
 
 # ----------------------------------------------------------------------------- dropout, labels, ramp
