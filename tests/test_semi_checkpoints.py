@@ -44,11 +44,20 @@ def fitted(toy_root):
 def _copy(fitted):
     """What a session starts the fine-tune from: a copy of the fitted model, its generators as after ``fit``."""
     model, synthetic_state, _ = fitted
+    model._synthetic_gen.set_state(synthetic_state)  # as after fit; semi_copy starts each copy from there
     tuned = semi_copy(model)
-    tuned._synthetic_gen = torch.Generator()  # semi_copy shares the generator; the copies must not
-    tuned._synthetic_gen.set_state(synthetic_state)
     torch.manual_seed(0)
     return tuned
+
+
+def test_each_semi_copy_draws_its_own_synthetic_anomalies_from_the_fitted_models_state(fitted):
+    model, synthetic_state, _ = fitted
+    model._synthetic_gen.set_state(synthetic_state)
+    first, second = semi_copy(model), semi_copy(model)
+    assert first._synthetic_gen is not model._synthetic_gen and first._synthetic_gen is not second._synthetic_gen
+    drawn = first.fresh_synthetic(2)  # the first fine-tune draws anomalies ...
+    assert torch.equal(model._synthetic_gen.get_state(), synthetic_state)  # ... the fitted model's stays put
+    torch.testing.assert_close(second.fresh_synthetic(2).labels, drawn.labels)  # the second draws the same
 
 
 def _cut_after(model, steps, folder):

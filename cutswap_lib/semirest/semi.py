@@ -61,7 +61,12 @@ def add_box_pool(model: SemiREST, images: Tensor, pixel_labels: Tensor, upsilon:
 
 
 def semi_copy(model: SemiREST) -> SemiREST:
-    """A copy of a fitted model to fine-tune: memory bank and pools shared, Swin and weight average its own."""
+    """A copy of a fitted model to fine-tune: memory bank and pools shared; Swin, weight average and
+    synthetic-anomaly generator its own.
+
+    The generator starts where the fitted model's stands, so each copy (each Table 6 semi row)
+    draws the same anomalies whichever is fine-tuned first.
+    """
     if model.ema is None:
         raise RuntimeError("semi_copy copies a fitted model: call model.fit() first")
     other = copy.copy(model)
@@ -69,6 +74,9 @@ def semi_copy(model: SemiREST) -> SemiREST:
     other.model = copy.deepcopy(model.ema.module)
     other.ema = None
     other.timings = dict(model.timings)
+    if getattr(model, "_synthetic_gen", None) is not None:
+        other._synthetic_gen = torch.Generator(device=model._synthetic_gen.device)
+        other._synthetic_gen.set_state(model._synthetic_gen.get_state())
     return other
 
 
