@@ -123,12 +123,18 @@ class RecomputedRows:
         """Rows ``(T, D)`` at ``index`` ``(T,)``, in that order, on the blocks' device (one pass)."""
         return take_rows(self, index)
 
+    def concat(self) -> Tensor:
+        """All rows ``(N, D)``, gathered in one more pass (peak: the rows plus one block)."""
+        return self.take(torch.arange(self.rows))
+
 
 def _row_blocks(features, chunk: int) -> Callable[[], Iterable[Tensor]]:
-    """A tensor ``(N, D)``, a list of row blocks or :class:`RecomputedRows` -> a function giving
-    the row blocks (views) of at most ``chunk`` rows, as often as it is called."""
+    """A tensor ``(N, D)``, a list of row blocks, :class:`RowChunks` or :class:`RecomputedRows` -> a
+    function giving the row blocks (views) of at most ``chunk`` rows, as often as it is called."""
     if isinstance(features, RecomputedRows):
         return lambda: (b[i:i + chunk] for b in features for i in range(0, b.shape[0], chunk))
+    if isinstance(features, RowChunks):
+        features = features.blocks
     blocks = [features] if isinstance(features, Tensor) else list(features)
     blocks = [b[i:i + chunk] for b in blocks for i in range(0, b.shape[0], chunk)]
     return lambda: blocks
@@ -151,8 +157,8 @@ def greedy_coreset(
     farthest from everything selected so far. Distances are computed on a random
     Gaussian projection to ``projection_dim`` dims (None: no projection). Runs on the
     device of ``features``; each iteration reads the projected matrix once.
-    ``features`` may also be a list of row blocks ``(N_i, D)`` (a bank still in the
-    blocks it was embedded in, :class:`RowChunks`), in any dtype, or :class:`RecomputedRows`
+    ``features`` may also be a list of row blocks ``(N_i, D)`` or a :class:`RowChunks` (a bank
+    still in the blocks it was embedded in), in any dtype, or :class:`RecomputedRows`
     (rows computed again at each pass, never held). ``device`` (None: where
     the rows are) is where the search runs: rows kept on the host are moved there one block at
     a time to be projected, so only the projected ``(N, k)`` matrix lives on the device.

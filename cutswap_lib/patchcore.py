@@ -299,13 +299,13 @@ class PatchCore:
         if not rows.blocks and streamed is None:
             raise ValueError("PatchCore.fit got no training images")
         t1 = time.perf_counter()
-        source = streamed if streamed is not None else rows
+        source = streamed if streamed is not None else rows  # kept or recomputed rows: the same calls below
         if self.coreset_ratio is None or self.coreset_ratio >= 1:
-            bank = rows.concat() if streamed is None else streamed.take(torch.arange(streamed.rows))  # (N, D)
+            bank = source.concat()  # (N, D)
         else:
             n_select = max(1, int(round(self.coreset_ratio * source.rows)))
-            keep = greedy_coreset(rows.blocks if streamed is None else streamed, n_select, self.projection_dim,
-                                  seed=self.seed, progress=self.progress)  # (M,)
+            keep = greedy_coreset(source, n_select, self.projection_dim, seed=self.seed,
+                                  progress=self.progress)  # (M,)
             bank = source.take(keep)  # (M, D)
         del rows, source
         dtype = bank_storage_dtype(self.bank_dtype, *bank.shape, self.half_bank_mb)
