@@ -38,6 +38,7 @@ from .files import FolderLockedError
 from .runs import cutswap_tables, patchcore_folder, semirest_tables, toy
 from .runs.checks import MIN_IMAGE_SIZE
 from .runs.results import format_results_table
+from .semirest.mixmatch import GUESS_PIVOTS
 from .weights import BACKBONES
 
 COMMANDS = ("toy", "gallery", "cutswap-table", "semirest-table", "patchcore")
@@ -204,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-iterations", type=_positive_int, default=None,
                    help="semi-supervised fine-tune iterations (default: 800; 400 with --small); with --iterations "
                         "alone the fine-tune gets as many, and the lambda_u ramp then spans its first half")
-    p.add_argument("--guess-pivot", choices=["half", "known"], default=None,
+    p.add_argument("--guess-pivot", choices=list(GUESS_PIVOTS), default=None,
                    help="MixMatch sharpens its guesses around 0.5 (half: Algorithm 1, the default) or around the "
                         "mean guess of the tokens labelled normal (known: the course's choice for under-confident "
                         "models, the default with --small)")

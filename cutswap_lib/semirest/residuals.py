@@ -201,14 +201,14 @@ class ResidualMemory:
 
     def fit_pcf_rows(self, blocks: "list[Tensor] | RecomputedRows", grid: tuple[int, int]) -> "ResidualMemory":
         """Build the memory bank from PCF rows ``(n_i*h*w, d_f)`` in image order, given as blocks (not joined),
-        or as :class:`~cutswap_lib.patchcore.RecomputedRows` (computed again at each pass, never held)."""
+        or as :class:`~cutswap_lib.coreset.RecomputedRows` (computed again at each pass, never held)."""
         self._grid = grid
         return self._build_bank(blocks)
 
     def _build_bank(self, rows: "list[Tensor] | RecomputedRows") -> "ResidualMemory":
         """Coreset of the rows, which stay in their blocks (on the host or the device): the bank is never held twice.
 
-        The greedy search runs on ``self.device`` either way (:func:`~cutswap_lib.patchcore.greedy_coreset`
+        The greedy search runs on ``self.device`` either way (:func:`~cutswap_lib.coreset.greedy_coreset`
         moves host blocks there one at a time); only the kept rows are then copied to the device.
         Recomputed rows are read once more to gather the kept ones.
         """
@@ -223,7 +223,7 @@ class ResidualMemory:
         else:
             keep = greedy_coreset(rows, max(1, int(round(self.coreset_ratio * n))), self.projection_dim,
                                   seed=self.seed, progress=self.progress, device=self.device)  # (T,)
-        kept = rows.take(keep) if recomputed else take_rows(rows, keep)  # (T, d_f), where the rows are
+        kept = take_rows(rows, keep)  # (T, d_f), where the rows are (recomputed rows: one more pass)
         self.memory_bank = kept.to(self.device).contiguous()  # only the bank on the device
         self.bank_source = (keep.cpu() // (self.grid[0] * self.grid[1])).to(self.device)  # (T,) training image per row
         self.timings["coreset"] = time.perf_counter() - t0
