@@ -206,9 +206,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="semi-supervised fine-tune iterations (default: 800; 400 with --small); with --iterations "
                         "alone the fine-tune gets as many, and the lambda_u ramp then spans its first half")
     p.add_argument("--guess-pivot", choices=list(GUESS_PIVOTS), default=None,
-                   help="MixMatch sharpens its guesses around 0.5 (half: Algorithm 1, the default) or around the "
+                   help="MixMatch sharpens its guesses around 0.5 (half: Algorithm 1, the default), around the "
                         "mean guess of the tokens labelled normal (known: the course's choice for under-confident "
-                        "models, the default with --small)")
+                        "models, the default with --small) or, per window, around the mean guess inside its box "
+                        "(box: a course choice)")
     p.add_argument("--coreset-ratio", type=_fraction, default=None,
                    help="memory bank fraction in (0, 1] (default: the dataset's protocol, 0.1; 0.001 on KSDD2)")
     p.add_argument("--labelled", type=_positive_int, default=None,

@@ -113,6 +113,19 @@ def test_guess_pivot_is_half_or_the_known_tokens_mean_guess():
         MixMatchConfig(guess_pivot="median").validate()
 
 
+def test_box_pivot_is_each_windows_unknown_mean_guess_never_below_the_known_level():
+    guess = torch.tensor([[[0.2, 0.4], [0.9, 0.5]],    # window 0: unknown 0.9, 0.5 -> 0.7
+                          [[0.1, 0.2], [0.25, 0.9]],   # window 1: unknown 0.2, 0.25 -> 0.225, below the known 0.3
+                          [[0.3, 0.3], [0.3, 0.3]]])   # window 2: no unknown token -> the known level
+    labels = torch.tensor([[[0, 0], [UNKNOWN, UNKNOWN]],
+                           [[IGNORE, UNKNOWN], [UNKNOWN, IGNORE]],
+                           [[0, 0], [0, IGNORE]]])
+    known = guess[labels == 0].mean()
+    pivot = guess_pivot(guess, labels, "box")
+    assert pivot.shape == (3, 1, 1)
+    torch.testing.assert_close(pivot.flatten(), torch.stack([guess.new_tensor(0.7), known, known]))
+
+
 def test_known_pivot_makes_a_guess_above_the_normal_level_a_positive_pseudo_label():
     class Fixed(torch.nn.Module):  # anomaly probability = the token's first channel
         def forward(self, x):
@@ -125,9 +138,11 @@ def test_known_pivot_makes_a_guess_above_the_normal_level_a_positive_pseudo_labe
     labels[0, :2, :2] = UNKNOWN
     pseudo = {mode: mixmatch_loss(Fixed(), [tokens] * 3, labels, MixMatchConfig(guess_pivot=mode), step=0,
                                   generator=torch.Generator().manual_seed(0), dropout=0.0)[1]["pseudo"]
-              for mode in ("half", "known")}
+              for mode in ("half", "known", "box")}
     assert pseudo["half"][0, 1, 1] < 0.5  # Algorithm 1 as printed: the defect's target is 'normal'
     assert pseudo["known"][0, 1, 1] > 0.5 and pseudo["known"][0, 0, 0] == pytest.approx(0.5, abs=1e-5)
+    # "box": the box's own mean (0.375) is the pivot, so the defect is positive, the box's normals below 0.5
+    assert pseudo["box"][0, 1, 1] > 0.5 > pseudo["box"][0, 0, 0]
 
 
 def test_mixup_keeps_lambda_above_half_and_mixes_labels_alike():

@@ -160,8 +160,10 @@ def test_semirest_table_on_a_tiny_mvtec_folder(tiny_mvtec, tmp_path):
             assert 0 <= float(r[key]) <= 1
     sup = next(r for r in rows if r["setting"] == "supervised" and r["method"] == "semirest")
     unsup = next(r for r in rows if r["setting"] == "unsupervised" and r["method"] == "semirest")
-    semi = next(r for r in rows if r["setting"] == "semi" and r["method"] == "semirest")
+    semi = next(r for r in rows if r["setting"] == "semi" and r["method"] == "semirest" and r["variant"] == "paper")
+    before = next(r for r in rows if r["setting"] == "semi" and r["variant"] == "not fine-tuned")
     assert int(sup["n_test"]) == int(unsup["n_test"]) - 2  # the labelled images left the test set
+    assert before["method"] == "semirest" and before["n_test"] == semi["n_test"] and before["paper_ap"] == ""
     assert semi["n_test"] == sup["n_test"] and float(semi["paper_ap"]) == pytest.approx(0.936)  # SemiREST semi, bottle, Table 2
     assert float(unsup["paper_ap"]) == pytest.approx(0.941)  # SemiREST, bottle, Table 1
     table = (tmp_path / "semirest_mvtec.md").read_text()
