@@ -161,7 +161,8 @@ def test_cutswap_paper_settings_through_the_table(cutswap_run):
     fingerprint = written[0]["checkpoint"]
     (folder,) = (results / "work" / "toy" / "checkpoints" / "toy-all").iterdir()
     assert folder.name == f"cutswap_paper_seed0_{fingerprint}"
-    assert sorted(p.name for p in folder.glob("*.pt")) == ["epoch_0000.pt", "epoch_0001.pt"]
+    # the last epoch's checkpoint (an earlier one only when an epoch took over MIN_CHECKPOINT_SECONDS)
+    assert "epoch_0001.pt" in {p.name for p in folder.glob("*.pt")} <= {"epoch_0000.pt", "epoch_0001.pt"}
     state = load_checkpoint(folder / "epoch_0001.pt")
     assert state["fingerprint"] == fingerprint and state["epoch"] == 1 and len(state["history"]) == 2
     config = state["config"]

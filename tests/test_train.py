@@ -61,6 +61,23 @@ def test_resume_after_interruption_reaches_the_same_weights(tiny_data, tmp_path,
     assert [r["loss"] for r in hist] == [r["loss"] for r in full_hist]
 
 
+def test_a_minimum_time_between_checkpoints_writes_fewer_and_trains_the_same(tiny_data, tmp_path):
+    images, maps = tiny_data
+    every, _ = train_three_way(images, maps, config(), checkpoint_dir=tmp_path / "every", device="cpu",
+                               progress=False, keep_last=None)
+    sparse, _ = train_three_way(images, maps, config(), checkpoint_dir=tmp_path / "sparse", device="cpu",
+                                progress=False, keep_last=None, min_checkpoint_seconds=3600)
+    assert sorted(p.name for p in (tmp_path / "every").glob("epoch_*.pt")) == [
+        "epoch_0000.pt", "epoch_0001.pt", "epoch_0002.pt"]
+    # within the hour only the last epoch writes, once, with the refreshed statistics
+    assert [p.name for p in (tmp_path / "sparse").glob("epoch_*.pt")] == ["epoch_0002.pt"]
+    assert train.load_checkpoint(tmp_path / "sparse" / "epoch_0002.pt")["bn_refreshed"]
+    we, ws = weights_of(every), weights_of(sparse)
+    assert all(torch.equal(we[k], ws[k]) for k in we)
+    with pytest.raises(ValueError, match="min_checkpoint_seconds"):
+        train_three_way(images, maps, config(epochs=1), device="cpu", progress=False, min_checkpoint_seconds=-1)
+
+
 def test_only_the_newest_checkpoints_are_kept(tiny_data, tmp_path):
     images, maps = tiny_data
     train_three_way(images, maps, config(epochs=3), checkpoint_dir=tmp_path, device="cpu",

@@ -147,7 +147,8 @@ def newest_readable_checkpoint(folder: Path | None, map_location="cpu") -> tuple
 def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: TrainConfig, *,
                     checkpoint_dir: Path | None = None, resume: bool = True, device=None,
                     progress: bool = True, keep_last: int | None = 2,
-                    fingerprint: str | None = None) -> tuple[ThreeWayNet, list[dict]]:
+                    fingerprint: str | None = None,
+                    min_checkpoint_seconds: float = 0.0) -> tuple[ThreeWayNet, list[dict]]:
     """Fine-tune on the 3-way task; returns the model and one history row per epoch.
 
     ``images``: normal training images ``(N, 3, H, W)`` in [0, 1]; ``maps``: their saliency
@@ -160,8 +161,15 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
     a second run on the same folder is refused instead of sharing its files. ``fingerprint``
     (of the images and maps the caller trains on) is stored in every checkpoint; resuming a
     folder whose checkpoint holds another fingerprint is refused (it was made from other data).
+    ``min_checkpoint_seconds``: skip an epoch's checkpoint when the previous one was written
+    less than this long ago (the last epoch, or the refreshed statistics after it, always write). A checkpoint is exact at any epoch,
+    so this changes what a cut-off run loses, never the result; on a CPU, where an epoch of the
+    toy data takes a second and a ResNet18 checkpoint a fifth of one, it keeps the writing from
+    costing a tenth of the run.
     """
     _check_keep_last(keep_last)  # before the first epoch, not after it
+    if min_checkpoint_seconds < 0:
+        raise ValueError(f"min_checkpoint_seconds must be 0 or more, got {min_checkpoint_seconds}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
     model = ThreeWayNet(config.backbone, config.weights).to(device)
@@ -196,6 +204,7 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
         scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
         bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.mode}", disable=not progress,
                    initial=start_epoch, total=config.epochs)
+        last_written = time.monotonic()
         for epoch in bar:
             model.train()
             gen = _epoch_generator(config.seed, epoch, device)
@@ -227,9 +236,12 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
             every = config.checkpoint_every
-            if checkpoint_dir is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs):
+            last = epoch + 1 == config.epochs and not config.refresh_bn  # else the refreshed state is written next
+            soon = time.monotonic() - last_written < min_checkpoint_seconds
+            if checkpoint_dir is not None and every and (last or ((epoch + 1) % every == 0 and not soon)):
                 save_checkpoint(model, optimizer, config, epoch, history, checkpoint_dir, fingerprint)
                 prune_checkpoints(checkpoint_dir, keep_last)
+                last_written = time.monotonic()
         if config.refresh_bn and not refreshed:  # the training distribution once more (epoch index config.epochs)
             gen = _epoch_generator(config.seed, config.epochs, device)
             batches = (make_batch(images[i].to(device), maps[i].to(device) if maps is not None else None, gen, spec,

@@ -33,6 +33,10 @@ from ..data import load_split
 from ..weights import choose_pretrained
 from .results import fingerprint
 
+# A table run writes an encoder's checkpoint at most this often (and after its last epoch): a cut-off run
+# loses at most about a minute of training, and a CPU run does not spend a tenth of its time writing.
+MIN_CHECKPOINT_SECONDS = 60.0
+
 __all__ = ["Job", "NetworkChoice", "choose_network", "finetune_set", "layercam_maps", "training_groups"]
 
 
@@ -148,7 +152,7 @@ class Job:
         else:
             model, _ = train_three_way(images, maps if self.method == "cutswap" else None, self.config,
                                        checkpoint_dir=self.folder, device=device, progress=progress,
-                                       fingerprint=self.fingerprint)
+                                       fingerprint=self.fingerprint, min_checkpoint_seconds=MIN_CHECKPOINT_SECONDS)
         extractor = encoder_for_patchcore(model.cpu())
         if self.config is None:
             extractor.weights_loaded = model.encoder.weights_loaded
