@@ -162,10 +162,10 @@ def train_three_way(images: torch.Tensor, maps: torch.Tensor | None, config: Tra
     (of the images and maps the caller trains on) is stored in every checkpoint; resuming a
     folder whose checkpoint holds another fingerprint is refused (it was made from other data).
     ``min_checkpoint_seconds``: skip an epoch's checkpoint when the previous one was written
-    less than this long ago (the last epoch, or the refreshed statistics after it, always write). A checkpoint is exact at any epoch,
-    so this changes what a cut-off run loses, never the result; on a CPU, where an epoch of the
-    toy data takes a second and a ResNet18 checkpoint a fifth of one, it keeps the writing from
-    costing a tenth of the run.
+    less than this long ago (the last epoch, or the refreshed statistics after it, always
+    write). A checkpoint is exact at any epoch, so this changes what a cut-off run loses, never
+    the result; on a CPU, where an epoch of the toy data takes a second and a ResNet18
+    checkpoint a fifth of one, it keeps the writing from costing a tenth of the run.
     """
     _check_keep_last(keep_last)  # before the first epoch, not after it
     if min_checkpoint_seconds < 0:

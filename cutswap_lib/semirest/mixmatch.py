@@ -125,9 +125,9 @@ def guess_pivot(guess: Tensor, labels: Tensor, mode: str = "half") -> Tensor | f
     if mode == "half":
         return 0.5
     known = guess[labels == 0]
-    level = known.mean() if known.numel() else guess.new_tensor(0.5)
+    level = known.mean() if known.numel() else 0.5
     if mode == "known":
-        return level if known.numel() else 0.5
+        return level
     unknown = (labels == UNKNOWN).to(guess.dtype)  # (N, mu, mu)
     count = unknown.sum((1, 2))  # (N,)
     box_mean = (guess * unknown).sum((1, 2)) / count.clamp_min(1)  # (N,)
