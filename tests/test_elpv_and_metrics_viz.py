@@ -107,6 +107,31 @@ def test_split_is_disjoint_seeded_and_labelled_by_the_threshold():
         elpv.elpv_split(1, 1, 1, cell_type="thin-film")
 
 
+@needs_elpv
+def test_write_elpv_mvtec_copies_the_split_into_a_loadable_mvtec_folder(tmp_path):
+    from cutswap_lib.data import AnomalyDataset
+
+    paths, _, _ = elpv.elpv_labels()
+    split = elpv.elpv_split(4, 2, 3, cell_type="mono", seed=1)
+    folder = elpv.write_elpv_mvtec(tmp_path, split, category="cells", defect="crack")
+    assert folder == tmp_path / "cells"
+    train = AnomalyDataset(tmp_path, "cells", "train", image_size=None)
+    test = AnomalyDataset(tmp_path, "cells", "test", image_size=None)
+    assert len(train) == 4 and [s.label for s in test.samples].count(1) == 3 and len(test) == 5
+    assert test.defect_types == ["crack"]
+    source = elpv.elpv_folder()
+    for j, row in enumerate(split.train.tolist()):                   # the cells' bytes, in the split's order
+        assert (folder / "train" / "good" / f"{j:03d}.png").read_bytes() == (source / paths[row]).read_bytes()
+    defect_rows = split.test[split.test_labels == 1].tolist()
+    assert (folder / "test" / "crack" / "002.png").read_bytes() == (source / paths[defect_rows[2]]).read_bytes()
+    _, mask, label, _ = test[[s.label for s in test.samples].index(1)]
+    assert label == 1 and mask.shape == (1, elpv.SIDE, elpv.SIDE)
+    assert mask.mean().item() == 0.25 and mask[0, elpv.SIDE // 2, elpv.SIDE // 2] == 1  # the placeholder square
+
+    again = elpv.write_elpv_mvtec(tmp_path, elpv.elpv_split(2, 1, 1, cell_type="mono", seed=2), category="cells")
+    assert len(list((again / "train" / "good").iterdir())) == 2       # an existing folder is replaced, not merged
+
+
 # --------------------------------------------------------------------------- figures
 
 def test_covering_radii_equal_brute_force():

@@ -19,6 +19,7 @@ asked for, so that a few dozen cells load in well under a second instead of all 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,7 +31,7 @@ from PIL import Image
 from .errors import DatasetError
 
 __all__ = ["ELPV_CITATIONS", "ELPV_LICENCE", "ELPV_PACKAGE", "ElpvCells", "ElpvSplit", "elpv_folder",
-           "elpv_labels", "elpv_split", "load_elpv"]
+           "elpv_labels", "elpv_split", "load_elpv", "placeholder_mask", "write_elpv_mvtec"]
 
 ELPV_PACKAGE = "elpv-dataset"
 ELPV_LICENCE = "CC BY-NC-SA 4.0 (images and labels); Apache-2.0 (the package's code)"
@@ -146,3 +147,45 @@ def elpv_split(n_train: int, n_test_normal: int, n_test_defect: int, defect_thre
     test = np.r_[np.sort(normal[n_train:n_train + n_test_normal]), np.sort(defect[:n_test_defect])]
     labels = np.r_[np.zeros(n_test_normal, np.int64), np.ones(n_test_defect, np.int64)]
     return ElpvSplit(torch.from_numpy(train), torch.from_numpy(test), torch.from_numpy(labels))
+
+
+def placeholder_mask(side: int) -> np.ndarray:
+    """``(side, side)`` uint8: 255 on a centred square of half the side (1/4 of the area), 0 elsewhere."""
+    mask = np.zeros((side, side), np.uint8)
+    lo = side // 4
+    mask[lo:lo + side // 2, lo:lo + side // 2] = 255
+    return mask
+
+
+def write_elpv_mvtec(root, split: ElpvSplit, category: str = "elpv_mono", defect: str = "crack") -> Path:
+    """Write ``split`` as an MVTec-layout category ``root/category``; return that folder.
+
+    ``train/good``: the split's training cells; ``test/good`` and ``test/<defect>``: its test cells
+    by label. The cells' PNG files are copied as they are (300 x 300, 8-bit gray), named
+    ``000.png``, ``001.png``, ... in the split's order. An existing folder of that name is replaced.
+
+    PLACEHOLDER MASKS: elpv has image-level labels only, but the MVTec-layout loader
+    (:class:`~cutswap_lib.data.folder.AnomalyDataset`) needs a mask per defect image, so each
+    ``ground_truth/<defect>/<stem>_mask.png`` is :func:`placeholder_mask` (a centred square),
+    whatever the defect looks like. Only image-level metrics (image AUROC) mean anything on
+    such a folder; every pixel-level figure (pixel AUROC, AP, PRO) is meaningless.
+    """
+    paths, _, _ = elpv_labels()
+    source = elpv_folder()
+    folder = Path(root) / category
+    shutil.rmtree(folder, ignore_errors=True)
+    test_labels = split.test_labels.tolist()
+    parts = {("train", "good"): split.train.tolist(),
+             ("test", "good"): [r for r, y in zip(split.test.tolist(), test_labels) if y == 0],
+             ("test", defect): [r for r, y in zip(split.test.tolist(), test_labels) if y == 1]}
+    for (part, kind), rows in parts.items():
+        if not rows:
+            continue
+        (folder / part / kind).mkdir(parents=True)
+        for j, row in enumerate(rows):
+            shutil.copyfile(source / paths[row], folder / part / kind / f"{j:03d}.png")
+            if kind != "good":
+                (folder / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(placeholder_mask(SIDE), mode="L").save(
+                    folder / "ground_truth" / kind / f"{j:03d}_mask.png")
+    return folder

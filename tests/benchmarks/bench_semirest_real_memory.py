@@ -55,7 +55,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 CATEGORY = "elpv_mono"
 DEFECT = "crack"
@@ -72,14 +71,6 @@ def _peak_mb() -> float:
 
 # --------------------------------------------------------------------------- the folder
 
-def placeholder_mask(side: int) -> np.ndarray:
-    """``(side, side)`` uint8: 255 on a centred square of half the side (1/4 of the area), 0 elsewhere."""
-    mask = np.zeros((side, side), np.uint8)
-    lo = side // 4
-    mask[lo:lo + side // 2, lo:lo + side // 2] = 255
-    return mask
-
-
 def write_category(root, n_train: int, category: str = f"{CATEGORY}_8", n_test_good: int = 4,
                    n_test_defect: int = 4) -> Path:
     """Write an MVTec-layout category of elpv mono cells under ``root/category``; return that folder.
@@ -87,10 +78,12 @@ def write_category(root, n_train: int, category: str = f"{CATEGORY}_8", n_test_g
     ``train/good``: the first ``n_train`` normal mono cells of ``labels.csv``; ``test/good``: the
     last ``n_test_good`` normal mono cells (the same for every ``n_train``); ``test/crack``: the
     first ``n_test_defect`` defective ones (probability >= 2/3), each with a PLACEHOLDER mask
-    (:func:`placeholder_mask`: elpv has no pixel masks). The cells' PNG files are copied as they are
-    (300 x 300, 8-bit gray). An existing folder of that name is replaced.
+    (:func:`cutswap_lib.data.elpv.write_elpv_mvtec`: elpv has no pixel masks). The cells' PNG
+    files are copied as they are (300 x 300, 8-bit gray). An existing folder of that name is replaced.
     """
-    from cutswap_lib.data.elpv import elpv_folder, elpv_labels
+    import torch
+
+    from cutswap_lib.data.elpv import ElpvSplit, elpv_labels, write_elpv_mvtec
 
     paths, probs, types = elpv_labels()
     mono = types == "mono"
@@ -99,22 +92,10 @@ def write_category(root, n_train: int, category: str = f"{CATEGORY}_8", n_test_g
     if n_train < 1 or n_train + n_test_good > len(normal) or n_test_defect > len(defect):
         raise ValueError(f"elpv has {len(normal)} normal and {len(defect)} defective mono cells; asked for "
                          f"{n_train} + {n_test_good} normal and {n_test_defect} defective")
-    folder = Path(root) / category
-    shutil.rmtree(folder, ignore_errors=True)
-    source = elpv_folder()
-    parts = {("train", "good"): normal[:n_train], ("test", "good"): normal[len(normal) - n_test_good:],
-             ("test", DEFECT): defect[:n_test_defect]}
-    for (split, kind), rows in parts.items():
-        (folder / split / kind).mkdir(parents=True)
-        for j, row in enumerate(rows):
-            shutil.copyfile(source / paths[row], folder / split / kind / f"{j:03d}.png")
-            if kind != "good":
-                (folder / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
-                with Image.open(source / paths[row]) as im:
-                    side = im.width
-                Image.fromarray(placeholder_mask(side), mode="L").save(
-                    folder / "ground_truth" / kind / f"{j:03d}_mask.png")
-    return folder
+    test = np.r_[normal[len(normal) - n_test_good:], defect[:n_test_defect]]
+    labels = np.r_[np.zeros(n_test_good, np.int64), np.ones(n_test_defect, np.int64)]
+    split = ElpvSplit(torch.from_numpy(normal[:n_train]), torch.from_numpy(test), torch.from_numpy(labels))
+    return write_elpv_mvtec(root, split, category=category, defect=DEFECT)
 
 
 # --------------------------------------------------------------------------- one point, in a fresh process
