@@ -48,6 +48,8 @@ def test_the_written_category_loads_as_mvtec_layout(tmp_path):
 
 
 def test_the_placeholder_mask_is_a_centred_quarter():
-    mask = _bench().placeholder_mask(300)
+    from cutswap_lib.data.elpv import placeholder_mask
+
+    mask = placeholder_mask(300)
     assert mask.shape == (300, 300) and mask.dtype == np.uint8
     assert (mask == 255).mean() == 0.25 and mask[150, 150] == 255 and mask[0, 0] == 0
