@@ -13,7 +13,7 @@ from cutswap_lib.__main__ import main
 from cutswap_lib.data import make_toy_dataset
 from cutswap_lib.data import load_foregrounds, load_split
 from cutswap_lib.semirest import IGNORE, ResidualMemory, SemiREST, SemiRESTConfig, TokenSwin, focal_loss
-from cutswap_lib.runs.semirest_tables import labelled_split
+from cutswap_lib.runs.semirest_inputs import labelled_split
 
 
 def _tiny_config(**kw):

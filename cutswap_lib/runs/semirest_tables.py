@@ -40,25 +40,24 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.transforms.functional import resize, to_tensor
 
 from .. import metrics
-from ..data import AnomalyDataset, DatasetError, load_foregrounds, load_split
-from ..data.folder import load_mask, load_rgb
+from ..data import AnomalyDataset, DatasetError, load_split
 from ..patchcore import PatchCore
-from ..semirest.boxes import box_key, box_pixel_labels, boxes_from_mask, load_boxes
+from ..semirest.boxes import box_key, box_pixel_labels, boxes_from_mask
 from ..semirest.mixmatch import MixMatchConfig
 from ..semirest.model import SemiREST, SemiRESTConfig, upsample_and_smooth
 from ..semirest.residuals import ResidualMemory
 from ..semirest.semi import finetune_with_boxes, semi_copy
-from ..semirest.synthetic import otsu_foreground
 from . import planner, semirest_paper
 from ..weights import BACKBONES
 from .checks import MIN_IMAGE_SIZE, check_fraction, check_names, check_positive, check_seeds, check_test_split
 from .cutswap_encoders import choose_network
 from .results import (fingerprint, format_results_table, merge_rows, rows_with_settings, settings_fingerprint,
                       write_csv, write_text)
-from .semirest_protocols import MVTEC_OBJECTS, SETTINGS, protocol
+from .semirest_inputs import (boxes_from_file, check_box_files, evaluation_masks, labelled_choice, labelled_images,
+                              select_masks, synthetic_foreground, texture_sources)
+from .semirest_protocols import SETTINGS, protocol
 
 EVAL_SIZES = ("native", "square")
 POSITION_SPACINGS = {"paper": 8.0, "mae": 4.0}  # freq_exponent of Eq. (3): as printed, or MAE's (authors' code)
@@ -66,7 +65,6 @@ COLUMNS = ["dataset", "category", "setting", "method", "variant", "seed", "ap", 
            "image_auroc", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "labelled_from", "n_test",
            "boxes", "eval_size", "foreground", "textures", "backbone", "train_s", "predict_s", "settings"]
 FOREGROUNDS = ("auto", "otsu", "none")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ROW_KEY = ("dataset", "category", "setting", "method", "variant", "seed", "settings")  # see results.merge_rows
 
 # Table 6's rows for the unsupervised and supervised settings: name -> (residual, lambda_pe, bagging, knn).
@@ -112,8 +110,8 @@ class SemiRunSettings:
     seeds: tuple[int, ...] = (0,)
     box_file: str | None = None  # e.g. "boxes.json" in each category folder; None: boxes from masks
     eval_size: str = "native"  # "native": maps at each mask's own size (the paper); "square": at image_size
-    foreground: str = "auto"  # where synthetic anomalies may land: see :func:`synthetic_foreground`
-    texture_dir: str | None = None  # e.g. DTD's images/ folder (MemSeg's textures); None: see :func:`texture_sources`
+    foreground: str = "auto"  # where synthetic anomalies may land: see :func:`.semirest_inputs.synthetic_foreground`
+    texture_dir: str | None = None  # e.g. DTD's images/ folder (MemSeg's textures); None: see :func:`.semirest_inputs.texture_sources`
     max_textures: int = 200
     config: SemiRESTConfig = dataclasses.field(default_factory=SemiRESTConfig)
     mixmatch: MixMatchConfig = dataclasses.field(default_factory=MixMatchConfig)
@@ -247,68 +245,6 @@ def check_semirest_run(root: Path, categories, settings: SemiRunSettings, settin
         check_box_files(root, categories, settings)
 
 
-def labelled_split(labels: torch.Tensor, paths: list[str], n: int, seed: int) -> torch.Tensor:
-    """Indices ``(n,)`` of anomalous test images for the supervised setting, round robin over defect types."""
-    gen = torch.Generator().manual_seed(seed)
-    by_type: dict[str, list[int]] = {}
-    for i in torch.randperm(len(paths), generator=gen).tolist():
-        if int(labels[i]) == 1:
-            by_type.setdefault(Path(paths[i]).parent.name, []).append(i)
-    if sum(map(len, by_type.values())) < n:
-        raise ValueError(f"the supervised setting needs {n} anomalous test images, the test set has "
-                         f"{sum(map(len, by_type.values()))}")
-    chosen, queues = [], [by_type[k] for k in sorted(by_type)]
-    while len(chosen) < n:
-        for queue in queues:
-            if queue and len(chosen) < n:
-                chosen.append(queue.pop(0))
-    return torch.tensor(sorted(chosen))
-
-
-def boxes_from_file(path: Path, test_paths: list[str], size: tuple[int, int]
-                    ) -> tuple[torch.Tensor, list[list[tuple[int, int, int, int]]]]:
-    """The labelled images named in a box file and their boxes at ``size = (H, W)``.
-
-    Returns the indices ``(n,)`` of those images in ``test_paths`` (in the order of the
-    test set) and one list of boxes per image, rescaled from the size they were drawn at.
-    Raises with the file's name when it is missing or names an image the test set lacks.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"box file {path} does not exist: draw boxes with notebook 06's widget "
-                                f"(it saves <category>/boxes.json), or leave out --boxes to derive boxes from masks")
-    boxes = load_boxes(path, resize_to=size)  # validated at the size they were drawn at, then rescaled
-    keys = {box_key(p): i for i, p in enumerate(test_paths)}
-    unknown = [name for name in boxes if name not in keys]
-    if unknown:
-        raise ValueError(f"{path}: {len(unknown)} image(s) are not in the test set, e.g. {unknown[0]!r} "
-                         f"(names are <defect type>/<file>, like {next(iter(keys))!r})")
-    if not boxes:
-        raise ValueError(f"{path}: the file names no image")
-    order = sorted(boxes, key=keys.__getitem__)
-    return torch.tensor([keys[name] for name in order]), [boxes[name] for name in order]
-
-
-def check_box_files(root: Path, categories, settings: SemiRunSettings) -> None:
-    """Raise (naming the file) if any category's ``settings.box_file`` is missing or does not fit its test set.
-
-    The file must name at least one anomalous test image and leave at least one out (the
-    images it names move to training; the rest are the evaluation set).
-    """
-    if not settings.box_file:
-        return
-    for category in categories:
-        samples = AnomalyDataset(root, category, "test", image_size=None).samples
-        path = root / category / settings.box_file
-        chosen, _ = boxes_from_file(path, [str(x.image) for x in samples], (settings.image_size, settings.image_size))
-        named = sum(samples[i].label == 1 for i in chosen.tolist())
-        anomalous = sum(x.label == 1 for x in samples)
-        if named == 0:
-            raise ValueError(f"{path} names only good images: boxes label defects, so name anomalous test images")
-        if named >= anomalous:
-            raise ValueError(f"{path} names all {anomalous} anomalous test images of {category}: none would be "
-                             f"left to evaluate; leave some out")
-
-
 def _paper_cells(dataset: str, setting: str, category: str, method: str, variant: str):
     if variant != "paper":  # Table 6 (MVTec AD means); MixMatch and dropout change only the semi column
         semi_only = setting == "semi"
@@ -331,49 +267,6 @@ def _variant_name(row: dict, with_semi_modules: bool = True) -> str:
 def _metrics(masks, maps, labels, scores) -> dict:
     return {"ap": metrics.pixel_ap(masks, maps), "pro": metrics.aupro(masks, maps),
             "pixel_auroc": metrics.pixel_auroc(masks, maps), "image_auroc": metrics.image_auroc(labels, scores)}
-
-
-def synthetic_foreground(dataset: str, category: str, train: torch.Tensor, train_paths, size: int,
-                         choice: str = "auto") -> tuple[torch.Tensor | None, str]:
-    """Where synthetic anomalies may land, ``(N, 1, S, S)`` or None (anywhere), and its name for the table.
-
-    ``"auto"`` (the course's choice): the toy data's own footprints; on MVTec AD's object
-    categories :func:`~cutswap_lib.semirest.synthetic.otsu_foreground`; anywhere otherwise
-    (textures, BTAD, KSDD2). ``"otsu"``: Otsu's footprint on any category; ``"none"``: anywhere.
-    """
-    if choice == "none":
-        return None, "whole image"
-    if choice == "auto" and dataset == "toy":
-        return load_foregrounds(train_paths, size), "toy footprints"
-    if choice == "otsu" or (dataset == "mvtec" and category in MVTEC_OBJECTS):
-        return otsu_foreground(train), "Otsu footprint"
-    return None, "whole image"
-
-
-def texture_sources(dataset: str, root: Path, category: str, size: int, texture_dir, limit: int = 200):
-    """Texture images for the synthetic anomalies ``(T, 3, S, S)`` (None: other training images) and their name.
-
-    MemSeg takes its textures from DTD. With ``texture_dir`` (e.g. DTD's ``images/``) up to
-    ``limit`` images found under it (sorted, evenly spaced); otherwise the toy data's other
-    categories, and on real data the category's other normal training images.
-    """
-    if texture_dir is not None:
-        files = sorted(p for p in Path(texture_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DatasetError(f"no images under texture folder {texture_dir}")
-        files = files[::max(1, len(files) // limit)][:limit]
-        images = torch.stack([resize(to_tensor(load_rgb(f)), [size, size], antialias=True) for f in files])
-        return images, f"{len(files)} images of {Path(texture_dir).name}"
-    if dataset == "toy":
-        return _toy_sources(root, category, size), "other toy categories"
-    return None, "other normal training images"
-
-
-def _toy_sources(root: Path, category: str, size: int, n: int = 20) -> torch.Tensor | None:
-    """Texture sources for synthetic anomalies: normal images of the other toy categories."""
-    others = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name != category and (p / "train").is_dir()]
-    parts = [load_split(root, p.name, "train", size)[0][:n] for p in others]
-    return torch.cat(parts) if parts else None
 
 
 def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSettings,
@@ -445,66 +338,6 @@ def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSetting
     return out
 
 
-def labelled_choice(root: Path, category: str, source: str, test_labels, test_paths: list[str], n: int,
-                    seed: int) -> tuple[torch.Tensor, list[str]]:
-    """Which images a setting labels: indices ``(n,)`` into ``source``'s split and their paths.
-
-    ``source`` "test": the test set (``test_labels``, ``test_paths``); "train_defect": the
-    training set's defects, read from the folder listing (no image is decoded here).
-    """
-    if source == "train_defect":
-        samples = AnomalyDataset(root, category, "train_defect", image_size=None).samples
-        test_paths, test_labels = [str(x.image) for x in samples], torch.tensor([x.label for x in samples])
-    chosen = labelled_split(test_labels, test_paths, n, seed)
-    return chosen, [test_paths[i] for i in chosen.tolist()]
-
-
-def _labelled(root: Path, category: str, source: str, test, masks, labels, test_paths, n: int, seed: int, size: int):
-    """The labelled images of a setting and what stays in the test set.
-
-    Returns ``(images (n, 3, S, S), masks (n, S, S), paths, keep (N_test,) bool)``; ``source``
-    "test" takes them from the test set and removes them from it, "train_defect" from the
-    training set's defects (only the chosen ones are loaded; the test set stays whole).
-    """
-    keep = torch.ones(len(test), dtype=torch.bool)
-    chosen, paths = labelled_choice(root, category, source, labels, test_paths, n, seed)
-    if source == "train_defect":
-        ds = AnomalyDataset(root, category, "train_defect", image_size=size)
-        items = [ds[i] for i in chosen.tolist()]
-        return torch.stack([x[0] for x in items]), torch.stack([x[1][0] for x in items]), paths, keep
-    keep[chosen] = False
-    return test[chosen], masks[chosen], paths, keep
-
-
-def _native_masks(root: Path, category: str, size: int, masks: torch.Tensor, eval_size: str):
-    """Test masks for evaluation and a label for the table.
-
-    ``eval_size="native"``: each mask at its own size, ``(N, H, W)`` when they share one,
-    else a list of ``(H_i, W_i)`` masks (the metrics take both); ``"square"``: ``masks``.
-    """
-    if eval_size == "square":
-        return masks, f"square {size}"
-    native = []  # the masks only: the images were decoded (and their masks checked) by load_split already
-    for sample in AnomalyDataset(root, category, "test", image_size=None).samples:
-        if sample.mask is not None:
-            native.append(torch.from_numpy(load_mask(sample.mask)).float())
-        else:
-            with Image.open(sample.image) as image:  # the header gives the size; no pixels are decoded
-                native.append(torch.zeros(image.height, image.width))
-    sizes = {tuple(m.shape) for m in native}
-    if len(sizes) > 1:
-        return native, f"native ({len(sizes)} sizes)"
-    (h, w), = sizes
-    return torch.stack(native), f"native {h}x{w}"
-
-
-def _select(masks, keep: torch.Tensor):
-    """``masks[keep]`` for a tensor or a list of per-image masks."""
-    if isinstance(masks, list):
-        return [m for m, k in zip(masks, keep.tolist()) if k]
-    return masks[keep]
-
-
 def _maps_at(predict, test: torch.Tensor, masks):
     """Scores ``(N,)`` and maps at the masks' size: one call, or one per image when the sizes differ."""
     if not isinstance(masks, list):
@@ -526,7 +359,7 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
     size = settings.image_size
     train, _, _, train_paths = load_split(root, category, "train", size, dtype=torch.uint8)
     test, masks, labels, test_paths = load_split(root, category, "test", size, dtype=torch.uint8)
-    eval_masks, eval_size = _native_masks(root, category, size, masks, settings.eval_size)
+    eval_masks, eval_size = evaluation_masks(root, category, size, masks, settings.eval_size)
     foreground, fg_name = synthetic_foreground(dataset, category, train, train_paths, size, settings.foreground)
     sources, textures = texture_sources(dataset, root, category, size, settings.texture_dir, settings.max_textures)
     drawn = None  # (indices, boxes) of the images a box file annotates
@@ -552,10 +385,10 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                 lab = (test[drawn[0]], masks[drawn[0]], [test_paths[i] for i in drawn[0].tolist()], drawn[1])
                 source = settings.box_file
             else:
-                *lab, keep = _labelled(root, category, source, test, masks, labels, test_paths,
+                *lab, keep = labelled_images(root, category, source, test, masks, labels, test_paths,
                                        settings.n_labelled, seed, size)
                 lab = (*lab, [boxes_from_mask(m) for m in lab[1]])
-            te, tm, tl = test[keep], _select(eval_masks, keep), labels[keep]
+            te, tm, tl = test[keep], select_masks(eval_masks, keep), labels[keep]
             base = {"dataset": dataset, "category": category, "setting": setting, "seed": seed,
                     "n_labelled": len(lab[0]) if lab else 0, "labelled_from": source, "n_test": int(keep.sum()),
                     "boxes": (settings.box_file if drawn else "masks") if setting == "semi" else None,
