@@ -163,6 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", choices=["resample", "push"], default=None,
                    help="anchor pairs whose patches overlap or leave the image: draw again from the salient "
                         "cluster (default; a course choice) or push the patches apart")
+    p.add_argument("--untrained-bn", choices=["normal", "init"], default=None,
+                   help="with --init random, the untrained encoder's BatchNorm statistics: recomputed on the "
+                        "fine-tuning images, as the fine-tuned encoders' are (default; a course choice), or as "
+                        "initialised (the earlier baseline, which fine-tuning beats by its statistics alone)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (one JSON line per category x method x variant x seed, with the planner's "
                         "peak host / device memory and CPU / T4 time per stage) and exit without training or "
@@ -299,7 +303,7 @@ def _gallery(args, profile) -> int:
 def _cutswap_table(args, profile) -> int:
     settings = (cutswap_tables.RunSettings.small() if args.small else cutswap_tables.RunSettings.cpu()
                 if args.cpu else cutswap_tables.RunSettings())
-    for name in ("epochs", "image_size", "train_size", "init", "train_per", "overlap"):
+    for name in ("epochs", "image_size", "train_size", "init", "train_per", "overlap", "untrained_bn"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
     if args.coresets is not None:

@@ -152,3 +152,42 @@ def test_the_encoder_is_pretrained_whenever_its_weights_can_be_downloaded(monkey
     assert choose_network("resnet18", "random").weights is None
     monkeypatch.setattr(W, "_availability", lambda name, check_network=True: (False, "offline"))
     assert choose_network("resnet18").weights is None  # neither ResNet18 nor Lite0: random init, said so
+
+
+# --------------------------------------------------------------------------- the untrained baseline's statistics
+def _untrained_job(untrained_bn, init="random", seed=3):
+    from cutswap_lib.runs import RunSettings, plan_jobs
+    from cutswap_lib.runs.cutswap_encoders import NetworkChoice
+
+    settings = RunSettings(init=init, untrained_bn=untrained_bn, batch_size=2, seeds=(seed,), train_size=48)
+    encoder = NetworkChoice("resnet18", None if init == "random" else "imagenet", "resnet18")
+    job, = plan_jobs("g", ["c"], settings, ["resnet18"], None, encoder, None, 1)
+    return job
+
+
+def test_the_untrained_encoder_takes_its_batchnorm_statistics_from_the_fine_tuning_images():
+    from cutswap_lib.cutswap.train import ThreeWayNet
+
+    images = torch.rand(12, 3, 48, 48, generator=gen(1))
+    job = _untrained_job("normal")
+    assert job.bn_batch == 6 and job.label.endswith("BatchNorm statistics of the normal images")
+    extractor, _ = job.build(images, None, progress=False)
+    torch.manual_seed(3)
+    start = ThreeWayNet("resnet18", None).encoder  # what the job starts from: same seed, same weights
+    for (name, a), (_, b) in zip(extractor.net.named_parameters(), start.net.named_parameters()):
+        assert torch.equal(a, b), name  # the weights are untouched
+    with torch.no_grad():
+        conv = start.net.conv1(start.normalize(images))  # (12, 64, 24, 24): what bn1 normalises
+    # two equal batches of 6: the cumulative average of their means is the mean over all 12 images
+    torch.testing.assert_close(extractor.net.bn1.running_mean, conv.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert torch.equal(start.net.bn1.running_mean, torch.zeros(64)) and not extractor.training
+
+    init, _ = _untrained_job("init").build(images, None, progress=False)
+    assert torch.equal(init.net.bn1.running_mean, torch.zeros(64))  # as initialised
+    assert torch.equal(init.net.bn1.running_var, torch.ones(64))
+    assert _untrained_job("init").label == "resnet18 / random init"
+    assert _untrained_job("normal", init="imagenet").bn_batch is None  # ImageNet keeps ImageNet's statistics
+    from cutswap_lib.runs import RunSettings
+
+    with pytest.raises(ValueError, match="untrained_bn must be one of"):
+        RunSettings(untrained_bn="batch").validate()

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..backbones import build_classifier, saliency_target_layers
 from ..cutswap.saliency import SaliencyCache
-from ..cutswap.train import ThreeWayNet, TrainConfig, encoder_for_patchcore, train_three_way
+from ..cutswap.train import ThreeWayNet, TrainConfig, encoder_for_patchcore, refresh_batchnorm, train_three_way
 from ..data import load_split
 from ..weights import choose_pretrained
 from .results import fingerprint
@@ -113,6 +113,15 @@ class Job:
     config: TrainConfig | None  # None: the encoder as it starts (pretrained or random init)
     fingerprint: str | None = None  # of the training images, saliency network and config
     folder: Path | None = None  # the checkpoint folder, named by the fingerprint
+    bn_batch: int | None = None  # untrained only: BatchNorm statistics from the fine-tuning images in batches of this
+    #                              many (RunSettings.untrained_bn "normal"); None: as initialised
+
+    @property
+    def label(self) -> str:
+        """The encoder as the rows name it, e.g. ``resnet18 / random init + cutswap fine-tuning``."""
+        if self.config is not None:
+            return f"{self.encoder.label} + {self.method} fine-tuning"
+        return self.encoder.label + (", BatchNorm statistics of the normal images" if self.bn_batch else "")
 
     @property
     def finished(self) -> bool:
@@ -123,7 +132,7 @@ class Job:
     def plan(self, epoch_seconds: float | None = None) -> dict:
         """This job's line of the ``--dry-run`` plan."""
         line = {"group": self.group, "categories": self.categories, "method": self.method,
-                "variant": self.variant, "seed": self.seed, "encoder": self.encoder.label,
+                "variant": self.variant, "seed": self.seed, "encoder": self.label,
                 "saliency": self.saliency.label if self.saliency else None,
                 "checkpoint": str(self.folder) if self.folder else None,
                 "reuse": self.finished if self.config else None,
@@ -149,6 +158,9 @@ class Job:
         if self.config is None:  # the starting point of fine-tuning, seeded as train_three_way seeds it
             torch.manual_seed(self.seed)
             model = ThreeWayNet(self.encoder.name, self.encoder.weights)
+            if self.bn_batch:  # the statistics every fine-tuned encoder also gets recomputed (weights untouched)
+                refresh_batchnorm(model, images.split(self.bn_batch))
+            model.eval()
         else:
             model, _ = train_three_way(images, maps if self.method == "cutswap" else None, self.config,
                                        checkpoint_dir=self.folder, device=device, progress=progress,
