@@ -174,10 +174,11 @@ def write_elpv_mvtec(root, split: ElpvSplit, category: str = "elpv_mono", defect
     source = elpv_folder()
     folder = Path(root) / category
     shutil.rmtree(folder, ignore_errors=True)
-    test_labels = split.test_labels.tolist()
+    test = list(zip(split.test.tolist(), split.test_labels.tolist()))
     parts = {("train", "good"): split.train.tolist(),
-             ("test", "good"): [r for r, y in zip(split.test.tolist(), test_labels) if y == 0],
-             ("test", defect): [r for r, y in zip(split.test.tolist(), test_labels) if y == 1]}
+             ("test", "good"): [r for r, y in test if y == 0],
+             ("test", defect): [r for r, y in test if y == 1]}
+    mask = Image.fromarray(placeholder_mask(SIDE), mode="L")  # every cell is SIDE x SIDE
     for (part, kind), rows in parts.items():
         if not rows:
             continue
@@ -186,6 +187,5 @@ def write_elpv_mvtec(root, split: ElpvSplit, category: str = "elpv_mono", defect
             shutil.copyfile(source / paths[row], folder / part / kind / f"{j:03d}.png")
             if kind != "good":
                 (folder / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(placeholder_mask(SIDE), mode="L").save(
-                    folder / "ground_truth" / kind / f"{j:03d}_mask.png")
+                mask.save(folder / "ground_truth" / kind / f"{j:03d}_mask.png")
     return folder

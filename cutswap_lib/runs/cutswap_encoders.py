@@ -160,7 +160,6 @@ class Job:
             model = ThreeWayNet(self.encoder.name, self.encoder.weights)
             if self.bn_batch:  # the statistics every fine-tuned encoder also gets recomputed (weights untouched)
                 refresh_batchnorm(model, images.split(self.bn_batch))
-            model.eval()
         else:
             model, _ = train_three_way(images, maps if self.method == "cutswap" else None, self.config,
                                        checkpoint_dir=self.folder, device=device, progress=progress,
