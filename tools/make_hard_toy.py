@@ -13,6 +13,14 @@ only, seeded and deterministic:
   (contrast down to ~20 %), darker or lighter;
 * masks are exact: a pixel is in the mask iff the defect changed it (binary 0 / 255 PNG).
 
+``--background elpv`` keeps the defects and replaces the wood by real photographs: normal
+(defect probability 0) electroluminescence cells of the elpv dataset
+(:mod:`cutswap_lib.data.elpv`, installed from PyPI), one module type, drawn at random without
+repetition and resized to ``--size``. The images are gray, so the stains darken or lighten
+without a tint. Unlike :func:`cutswap_lib.data.elpv.write_elpv_mvtec` (the real defective cells,
+placeholder masks), every mask here is exact, so the pixel-level metrics mean something; the
+defects are drawn, not real. The cells' licence is CC BY-NC-SA 4.0 (``ELPV_LICENCE``).
+
 Layout (see :class:`cutswap_lib.data.folder.AnomalyDataset`)::
 
     <root>/<category>/train/good/000.png
@@ -24,6 +32,8 @@ Run::
 
     .venv/bin/python tools/make_hard_toy.py --root /tmp/hard_toy --category hardwood
 
+    .venv/bin/python tools/make_hard_toy.py --root /tmp/elpv_drawn --category elpv_cracks --background elpv
+
 then e.g. ``python -m cutswap_lib semirest-table --small --dataset mvtec --data-root /tmp/hard_toy
 --categories hardwood``. The category name must not be one of MVTec AD's object categories
 (those get Otsu's foreground for the synthetic anomalies); any other name is read as a texture.
@@ -33,14 +43,18 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
 SIZE = 224
 DEFECTS = ("crack", "stain")
+BACKGROUNDS = ("wood", "elpv")
 
 
 # ----------------------------------------------------------------------------- background
@@ -131,13 +145,19 @@ def add_crack(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) 
     return out, mask
 
 
-def add_stains(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Tint :func:`stain_masks`' blobs, faint (20-30 %) or visible (45-65 %) x ``strength``; (image, mask)."""
+def add_stains(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
+               gray: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Tint :func:`stain_masks`' blobs, faint (20-30 %) or visible (45-65 %) x ``strength``; (image, mask).
+
+    ``gray``: no colour tint (the same change on the three channels), for gray photographs.
+    """
     out, mask = img.copy(), np.zeros(img.shape[:2], bool)
     for blob in stain_masks(rng, img.shape[0]):
         contrast = strength * rng.choice([rng.uniform(0.2, 0.3), rng.uniform(0.45, 0.65)])  # faint or visible
         sign = -1.0 if rng.random() < 0.7 else 1.0
         tint = np.array([1.0, 0.9, 0.75]) if rng.random() < 0.5 else np.array([0.7, 0.8, 1.0])  # oil / water
+        if gray:
+            tint = np.ones(3)
         out[blob] = np.clip(out[blob] * (1.0 + sign * contrast * tint), 0.0, 1.0)
         mask |= blob
     changed = np.abs(out - img).max(axis=-1) > 0  # exact: only pixels the stain changed
@@ -150,25 +170,49 @@ def _save(img: np.ndarray, path: Path) -> None:
     Image.fromarray(np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), mode="RGB").save(path)
 
 
+def elpv_backgrounds(n: int, size: int, seed: int, cell_type: str = "mono"):
+    """``n`` distinct normal elpv cells (probability 0) of ``cell_type``, in a seeded random order,
+    resized to ``size``: a generator of RGB arrays (size, size, 3) in [0, 1], float64, gray.
+
+    Raises ``ValueError`` (from :func:`~cutswap_lib.data.elpv.elpv_split`) when the type has fewer
+    than ``n`` normal cells, and ``DatasetError`` when the package is not installed.
+    """
+    from cutswap_lib.data.elpv import elpv_split, load_elpv
+
+    rows = elpv_split(n, 0, 0, cell_type=cell_type, seed=seed).train  # (n,), sorted
+    rows = rows[torch.from_numpy(np.random.default_rng(seed).permutation(n))]
+    for start in range(0, n, 32):  # a few cells at a time: 300 px cells, never all in memory
+        for cell in load_elpv(rows[start:start + 32], image_size=size).images:  # (3, S, S)
+            yield cell.permute(1, 2, 0).double().numpy()
+
+
 def make_category(root: Path, category: str, n_train: int = 60, n_test_good: int = 20, n_defect: int = 20,
-                  seed: int = 0, size: int = SIZE, strength: float = 1.0) -> Path:
+                  seed: int = 0, size: int = SIZE, strength: float = 1.0, background: str = "wood") -> Path:
     """Write the category under ``root/category`` (replacing it); returns its folder.
 
     ``strength`` scales the defects' contrast (1.0: the default ranges; smaller is fainter).
+    ``background``: ``"wood"`` (:func:`wood_background`) or ``"elpv"`` (:func:`elpv_backgrounds`,
+    real solar-cell photographs; gray stains).
     """
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    rng = np.random.default_rng(seed)
+    if background == "elpv":
+        images = elpv_backgrounds(n_train + n_test_good + n_defect, size, seed)  # before anything is removed
+    else:
+        images = (wood_background(rng, size) for _ in range(n_train + n_test_good + n_defect))
     folder = Path(root) / category
     if folder.exists():
         shutil.rmtree(folder)
-    rng = np.random.default_rng(seed)
     for i in range(n_train):
-        _save(wood_background(rng, size), folder / "train" / "good" / f"{i:03d}.png")
+        _save(next(images), folder / "train" / "good" / f"{i:03d}.png")
     for i in range(n_test_good):
-        _save(wood_background(rng, size), folder / "test" / "good" / f"{i:03d}.png")
-    adders = {"crack": add_crack, "stain": add_stains}
+        _save(next(images), folder / "test" / "good" / f"{i:03d}.png")
+    adders = {"crack": add_crack, "stain": partial(add_stains, gray=background == "elpv")}
     for k in range(n_defect):
         defect = DEFECTS[k % len(DEFECTS)]
         i = k // len(DEFECTS)
-        img, mask = adders[defect](wood_background(rng, size), rng, strength)
+        img, mask = adders[defect](next(images), rng, strength)
         if not mask.any():
             raise RuntimeError(f"empty {defect} mask at image {i}: change the seed")
         _save(img, folder / "test" / defect / f"{i:03d}.png")
@@ -188,11 +232,17 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=SIZE)
     p.add_argument("--strength", type=float, default=1.0, help="scale of the defects' contrast")
+    p.add_argument("--background", choices=BACKGROUNDS, default="wood",
+                   help="wood: drawn grain; elpv: real normal solar cells (mono) from the elpv package")
     args = p.parse_args(argv)
-    folder = make_category(args.root, args.category, args.n_train, args.n_test_good, args.n_defect, args.seed,
-                           args.size, args.strength)
+    try:
+        folder = make_category(args.root, args.category, args.n_train, args.n_test_good, args.n_defect, args.seed,
+                               args.size, args.strength, args.background)
+    except (ValueError, RuntimeError, OSError) as err:  # DatasetError is a ValueError
+        print(f"make_hard_toy: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {folder}: {args.n_train} train, {args.n_test_good} good test, {args.n_defect} defective test "
-          f"({', '.join(DEFECTS)})")
+          f"({', '.join(DEFECTS)}) on {args.background}")
     return 0
 
 
