@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cutswap_lib.__main__ import main
-from cutswap_lib.data import make_toy_dataset
+from cutswap_lib.data import DatasetError, make_toy_dataset
 from cutswap_lib.runs import semirest_tables as st
 from cutswap_lib.runs.semirest_protocols import protocol
 from cutswap_lib.semirest import model as semirest_model
@@ -332,8 +332,15 @@ def test_foreground_and_texture_choices_per_dataset(tmp_path):
     for i in range(3):
         Image.fromarray((np.random.default_rng(i).random((20, 30, 3)) * 255).astype(np.uint8)).save(
             textures / f"b{i}.jpg")
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(textures / "b3.webp")  # read like the dataset's images
+    (textures / "._b0.jpg").write_bytes(b"macOS metadata, not an image")  # hidden: skipped
+    (textures / "labels.txt").write_text("not an image")
     images, name = st.texture_sources("mvtec", tmp_path, "bottle", 32, tmp_path / "dtd")
-    assert images.shape == (3, 3, 32, 32) and name == "3 images of dtd"
+    assert images.shape == (4, 3, 32, 32) and name == "4 images of dtd"
+    assert bool((images[3] == 0).all())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images under texture folder .*empty"):
+        st.texture_sources("mvtec", tmp_path, "bottle", 32, tmp_path / "empty")
     assert st.texture_sources("mvtec", tmp_path, "bottle", 32, None) == (None, "other normal training images")
 
 

@@ -20,12 +20,10 @@ from PIL import Image
 from torchvision.transforms.functional import resize, to_tensor
 
 from ..data import AnomalyDataset, DatasetError, load_foregrounds, load_split
-from ..data.folder import load_mask, load_rgb
+from ..data.folder import IMAGE_EXTENSIONS, load_mask, load_rgb
 from ..semirest.boxes import box_key, load_boxes
 from ..semirest.synthetic import otsu_foreground
 from .semirest_protocols import MVTEC_OBJECTS
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def labelled_split(labels: torch.Tensor, paths: list[str], n: int, seed: int) -> torch.Tensor:
@@ -117,9 +115,11 @@ def texture_sources(dataset: str, root: Path, category: str, size: int, texture_
     categories, and on real data the category's other normal training images.
     """
     if texture_dir is not None:
-        files = sorted(p for p in Path(texture_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in Path(texture_dir).rglob("*")
+                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
-            raise DatasetError(f"no images under texture folder {texture_dir}")
+            raise DatasetError(f"no images under texture folder {texture_dir} "
+                               f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
         files = files[::max(1, len(files) // limit)][:limit]
         images = torch.stack([resize(to_tensor(load_rgb(f)), [size, size], antialias=True) for f in files])
         return images, f"{len(files)} images of {Path(texture_dir).name}"
