@@ -1,4 +1,7 @@
-"""Shared fixtures: one small toy dataset per test session."""
+"""Shared fixtures: one small toy dataset per test session; tools/ scripts as modules."""
+
+import importlib.util
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -16,3 +19,14 @@ def toy_root(tmp_path_factory):
         make_toy_dataset(root, category, n_train=16, n_test_good=6, n_test_defect=3,
                          image_size=64, seed=0)
     return root
+
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (tools/ is no package)."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

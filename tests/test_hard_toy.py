@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_tool
 from PIL import Image
 
 from cutswap_lib.data import AnomalyDataset
 from cutswap_lib.data.elpv import elpv_folder, elpv_labels, elpv_split
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_hard_toy.py"
-
 
 @pytest.fixture(scope="module")
 def hard_toy():
-    """The tool as a module (tools/ is no package)."""
-    spec = importlib.util.spec_from_file_location("tools_make_hard_toy", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("make_hard_toy")
 
 
 def test_elpv_backgrounds_are_distinct_normal_cells_resized(hard_toy):

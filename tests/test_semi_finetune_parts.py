@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import pytest
+from conftest import load_tool
 
 from cutswap_lib.runs.semirest_tables import SemiRunSettings, semi_config
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "semi_finetune_parts.py"
 
 
 @pytest.fixture(scope="module")
 def parts():
-    """The tool as a module (tools/ is no package)."""
-    spec = importlib.util.spec_from_file_location("tools_semi_finetune_parts", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("semi_finetune_parts")
 
 
 def test_the_known_variant_is_the_table_fine_tune(parts):
