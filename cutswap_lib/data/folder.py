@@ -162,9 +162,13 @@ class Sample:
     defect_type: str
 
 
+def is_image_file(path: Path) -> bool:
+    """A file the loaders read as an image: not hidden (e.g. macOS ``._x.png``), one of ``IMAGE_EXTENSIONS``."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def _subfolders(folder: Path) -> list[Path]:

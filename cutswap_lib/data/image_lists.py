@@ -39,7 +39,7 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from .errors import DatasetError
-from .folder import GOOD, IMAGE_EXTENSIONS, MASK_SUFFIX, load_mask, load_rgb
+from .folder import GOOD, IMAGE_EXTENSIONS, MASK_SUFFIX, is_image_file, load_mask, load_rgb
 
 __all__ = ["ImageList", "ImageSet", "Item", "MissingMaskWarning", "folder_images", "list_images",
            "mvtec_categories", "mvtec_images"]
@@ -99,8 +99,7 @@ def list_images(folder, what: str) -> list[Path]:
         raise DatasetError(f"{what} {folder} does not exist")
     if not folder.is_dir():
         raise DatasetError(f"{what} {folder} is a file, not a folder")
-    images = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and p.suffix.lower() in IMAGE_EXTENSIONS)
+    images = sorted(p for p in folder.iterdir() if is_image_file(p))
     if not images:
         subs = _folders_in(folder)
         hint = (f"; it holds the folders {_names(subs)} (subfolders are not searched: point at the "
@@ -141,8 +140,7 @@ def mvtec_images(root, category: str, split: str) -> ImageSet:
     masked = gt_dir.is_dir()
     items, missing = [], []
     for type_dir in types:
-        for image in sorted(p for p in type_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-                            and p.suffix.lower() in IMAGE_EXTENSIONS):
+        for image in sorted(p for p in type_dir.iterdir() if is_image_file(p)):
             mask = None
             if masked and type_dir.name != GOOD:
                 mask = gt_dir / type_dir.name / f"{image.stem}{MASK_SUFFIX}"

@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .errors import DatasetError
-from .folder import IMAGE_EXTENSIONS, MASK_SUFFIX, load_mask
+from .folder import MASK_SUFFIX, is_image_file, load_mask
 
 VISA_COLUMNS = ("object", "split", "label", "image", "mask")
 
@@ -35,8 +35,7 @@ def _write_mask(mask: np.ndarray, dst: Path) -> None:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def _inside(path: Path, root: Path, where: str) -> Path:

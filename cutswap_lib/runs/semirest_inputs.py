@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision.transforms.functional import resize, to_tensor
 
 from ..data import AnomalyDataset, DatasetError, load_foregrounds, load_split
-from ..data.folder import IMAGE_EXTENSIONS, load_mask, load_rgb
+from ..data.folder import IMAGE_EXTENSIONS, is_image_file, load_mask, load_rgb
 from ..semirest.boxes import box_key, load_boxes
 from ..semirest.synthetic import otsu_foreground
 from .semirest_protocols import MVTEC_OBJECTS
@@ -115,8 +115,7 @@ def texture_sources(dataset: str, root: Path, category: str, size: int, texture_
     categories, and on real data the category's other normal training images.
     """
     if texture_dir is not None:
-        files = sorted(p for p in Path(texture_dir).rglob("*")
-                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(p for p in Path(texture_dir).rglob("*") if is_image_file(p))
         if not files:
             raise DatasetError(f"no images under texture folder {texture_dir} "
                                f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
