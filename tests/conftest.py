@@ -1,6 +1,7 @@
 """Shared fixtures: one small toy dataset per test session; tools/ scripts as modules."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -25,8 +26,9 @@ TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
 def load_tool(name: str):
-    """``tools/<name>.py`` as a module (tools/ is no package)."""
+    """``tools/<name>.py`` as a module named ``tools_<name>`` (tools/ is no package)."""
     spec = importlib.util.spec_from_file_location(f"tools_{name}", TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module

@@ -8,27 +8,14 @@ tiny site and on a page with a broken image, which it must catch.
 """
 
 import base64
-import importlib.util
 import io
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_tool
 from PIL import Image
-
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def load_tool(name):
-    """Import ``tools/<name>.py`` (the folder is no package) under a name of its own."""
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
 
 book = load_tool("book")
 book_check = load_tool("book_check")

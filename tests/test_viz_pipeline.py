@@ -1,6 +1,5 @@
 """Tests for cutswap_lib.viz.pipeline and tools/draw_pipelines.py: stages, highlight, errors, committed PNGs."""
 
-import importlib.util
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
+from conftest import load_tool  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -46,10 +46,7 @@ def by_gid(fig, prefix: str) -> dict:
 
 
 def draw_tool():
-    spec = importlib.util.spec_from_file_location("tools_draw_pipelines", REPO / "tools" / "draw_pipelines.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("draw_pipelines")
 
 
 def test_stage_keys():
