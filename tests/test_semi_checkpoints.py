@@ -208,3 +208,27 @@ def test_each_table_6_row_trains_in_its_own_state_folder(tmp_path):
     assert len(variants) == 6  # every unsupervised row of Table 6 ran
     # the two bagging rows share one trained model (they differ at inference only): 5 models, 5 folders
     assert len(list(states.glob("unsupervised_seed0_*"))) == 5
+
+
+def test_semi_variants_share_the_baselines_and_the_first_equals_the_paper_fine_tune(tmp_path):
+    """``semi_variants``: one unsupervised model and one PatchCore / not-fine-tuned evaluation per seed;
+    each variant fine-tunes with its own spec, and the variant without changes is the default fine-tune."""
+    from cutswap_lib.runs import SemiRunSettings, run_semirest_category
+
+    make_toy_dataset(tmp_path / "gen", "disc", n_train=8, n_test_good=3, n_test_defect=2, image_size=64, seed=0)
+    shutil.copytree(tmp_path / "gen" / "disc", tmp_path / "mvtec" / "bottle")
+    settings = dataclasses.replace(SemiRunSettings.small(), image_size=64, n_labelled=2, seeds=(0,),
+                                   mixmatch=MixMatchConfig(iterations=3, ramp_steps=1))
+    settings.config = dataclasses.replace(settings.config, iterations=2)
+    run = lambda **k: run_semirest_category("mvtec", tmp_path / "mvtec", "bottle", settings,  # noqa: E731
+                                            setting_names=("semi",), device="cpu", progress=False, **k)
+    paper = run()
+    start = "square+PCF+bagging+kNN"
+    rows = run(semi_variants={"same": (start, {}), "no-insides": (start, {"unknown_tokens": False}),
+                              "pivot-box": (start, {"guess_pivot": "box"})})
+    assert [(r["method"], r["variant"]) for r in rows] == [
+        ("patchcore", "paper"), ("semirest", "not fine-tuned"),
+        ("semirest", "same"), ("semirest", "no-insides"), ("semirest", "pivot-box")]
+    metrics = lambda r: (r["ap"], r["pro"], r["pixel_auroc"], r["image_auroc"])  # noqa: E731
+    assert [metrics(r) for r in rows[:3]] == [metrics(r) for r in paper]  # same start, same draws, same numbers
+    assert len({metrics(r) for r in rows[2:]}) == 3  # each spec changed its fine-tune

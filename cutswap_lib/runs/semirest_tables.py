@@ -350,14 +350,27 @@ def _maps_at(predict, test: torch.Tensor, masks):
 
 def run_semirest_category(dataset: str, root: Path, category: str, settings: SemiRunSettings, *,
                           setting_names=SETTINGS, ablation: bool = False, device=None,
-                          progress: bool = True, checkpoints: Path | None = None) -> list[dict]:
+                          progress: bool = True, checkpoints: Path | None = None,
+                          semi_variants: dict[str, tuple[str, dict]] | None = None) -> list[dict]:
     """PatchCore and SemiREST (each setting, each variant, each seed) on one category -> result rows.
 
     ``checkpoints``: a folder for the training states of the unsupervised and supervised models and
     of the semi-supervised fine-tunes (:mod:`cutswap_lib.semirest.checkpoints`; one sub-folder per model,
     named by a fingerprint of its data, networks and settings), so that an interrupted run resumes its
     training. None: none.
+
+    ``semi_variants``: the semi-supervised fine-tunes to run, ``{row name: (unsupervised start, spec)}``
+    as in :data:`SEMI_VARIANTS` (``spec``: :class:`MixMatchConfig` fields changed by :func:`semi_config`).
+    None: :data:`SEMI_VARIANTS` with ``ablation``, else the one ``"paper"`` fine-tune. Either way the
+    baselines (PatchCore and the model before fine-tuning) are evaluated once per seed.
     """
+    for variant, (start, spec) in (semi_variants or {}).items():  # before any training, not after it
+        if start not in ABLATION_VARIANTS:
+            raise ValueError(f"semi variant {variant!r} starts from {start!r}: choose from {tuple(ABLATION_VARIANTS)}")
+        try:
+            semi_config(dataset, settings, spec).validate()
+        except TypeError as err:  # a field MixMatchConfig does not have
+            raise ValueError(f"semi variant {variant!r}: {err}") from None
     size = settings.image_size
     train, _, _, train_paths = load_split(root, category, "train", size, dtype=torch.uint8)
     test, masks, labels, test_paths = load_split(root, category, "test", size, dtype=torch.uint8)
@@ -396,7 +409,8 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                     "boxes": (settings.box_file if drawn else "masks") if setting == "semi" else None,
                     "eval_size": eval_size, "foreground": fg_name, "textures": textures}
             if setting == "semi":
-                variants = SEMI_VARIANTS if ablation else {"paper": ("square+PCF+bagging+kNN", {})}
+                variants = semi_variants or (SEMI_VARIANTS if ablation else
+                                             {"paper": ("square+PCF+bagging+kNN", {})})
                 boxes = torch.stack([box_pixel_labels(b, tuple(lab[0].shape[-2:]))
                                      for b in lab[3]])  # (n, H, W): 0 outside the boxes, UNKNOWN inside
                 for i, (variant, (start, spec)) in enumerate(variants.items()):
