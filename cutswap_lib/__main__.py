@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -84,6 +85,16 @@ def _nonnegative_int(text: str) -> int:
 
 def _image_size(text: str) -> int:
     return _whole(text, MIN_IMAGE_SIZE)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -172,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
                         "peak host / device memory and CPU / T4 time per stage) and exit without training or "
                         "writing a checkpoint; warns when a peak passes this machine's memory")
     p.add_argument("--epochs", type=_positive_int, default=None, help="default: 256 (paper), 3 with --small")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="initial fine-tuning learning rate, cosine-decayed to 0 (default: 0.03, the paper's)")
     p.add_argument("--image-size", type=_image_size, default=None, help="default: 224")
     p.add_argument("--train-size", type=_image_size, default=None,
                    help="fine-tuning resolution (default: --image-size; 128 with --small)")
@@ -303,7 +316,7 @@ def _gallery(args, profile) -> int:
 def _cutswap_table(args, profile) -> int:
     settings = (cutswap_tables.RunSettings.small() if args.small else cutswap_tables.RunSettings.cpu()
                 if args.cpu else cutswap_tables.RunSettings())
-    for name in ("epochs", "image_size", "train_size", "init", "train_per", "overlap", "untrained_bn"):
+    for name in ("epochs", "lr", "image_size", "train_size", "init", "train_per", "overlap", "untrained_bn"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
     if args.coresets is not None:

@@ -40,6 +40,8 @@ def one_error_line(capsys) -> str:
 CUTSWAP_BAD = {
     "epochs 0": (["--epochs", "0"], "--epochs"),
     "epochs -2": (["--epochs", "-2"], "--epochs"),
+    "lr 0": (["--lr", "0"], "--lr"),
+    "lr nan": (["--lr", "nan"], "--lr"),
     "coreset 0": (["--coresets", "0"], "--coresets"),
     "coreset 1.5": (["--coresets", "1.5"], "--coresets"),
     "image size 0": (["--image-size", "0"], "--image-size"),

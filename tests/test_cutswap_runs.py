@@ -191,3 +191,15 @@ def test_the_untrained_encoder_takes_its_batchnorm_statistics_from_the_fine_tuni
 
     with pytest.raises(ValueError, match="untrained_bn must be one of"):
         RunSettings(untrained_bn="batch").validate()
+
+
+def test_the_lr_option_reaches_the_training_and_its_checkpoint_folder(tiny, tmp_path, capsys):
+    plans = {}
+    for lr in (None, "0.001"):
+        assert run(tiny / "first", tmp_path, "--dry-run", *(["--lr", lr] if lr else [])) == 0
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        plans[lr] = {x["method"]: x for x in lines}
+    for method in ("cutpaste", "cutswap"):  # a changed learning rate is another run: its own folder
+        assert plans[None][method]["checkpoint"] != plans["0.001"][method]["checkpoint"]
+        assert plans[None][method]["settings"]["lr"] == 0.03 and plans["0.001"][method]["settings"]["lr"] == 0.001
+    assert not (tmp_path / "work").exists()
