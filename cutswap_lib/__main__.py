@@ -97,6 +97,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -227,6 +237,10 @@ def _parser() -> argparse.ArgumentParser:
                         "mean guess of the tokens labelled normal (known: the course's choice for under-confident "
                         "models, the default with --small) or, per window, around the mean guess inside its box "
                         "(box: a course choice)")
+    p.add_argument("--upsilon", type=_share, default=None,
+                   help="Eq. 15: a block is unknown when more than this share of its pixels lies in a box "
+                        "(default: 0.5, the paper's; 0 with --small, a course choice: any box pixel makes the "
+                        "block unknown, so no defect pixel is taught as normal)")
     p.add_argument("--coreset-ratio", type=_fraction, default=None,
                    help="memory bank fraction in (0, 1] (default: the dataset's protocol, 0.1; 0.001 on KSDD2)")
     p.add_argument("--labelled", type=_positive_int, default=None,
@@ -393,6 +407,8 @@ def _semirest_table(args, profile) -> int:
         settings.mixmatch = dataclasses.replace(settings.mixmatch, iterations=finetune, ramp_steps=ramp)
     if args.guess_pivot is not None:
         settings.mixmatch = dataclasses.replace(settings.mixmatch, guess_pivot=args.guess_pivot)
+    if args.upsilon is not None:
+        settings.mixmatch = dataclasses.replace(settings.mixmatch, upsilon=args.upsilon)
     setting_names = tuple(_unique("--settings", args.settings))
     settings.validate()
     found = _dataset_root(args, profile)

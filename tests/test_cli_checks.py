@@ -86,6 +86,8 @@ SEMI_BAD = {
     "iterations -3": (["--iterations", "-3"], "--iterations"),
     "labelled 0": (["--labelled", "0", "--settings", "semi"], "--labelled"),
     "coreset 0": (["--coreset-ratio", "0"], "--coreset-ratio"),
+    "upsilon 1": (["--upsilon", "1"], "--upsilon"),
+    "upsilon -0.1": (["--upsilon", "-0.1"], "--upsilon"),
     "labelled above the anomalous images": (["--labelled", "9"], "4 anomalous"),
     "labelled equal to all of them": (["--labelled", "4"], "leave none"),
     "no defect folders": (["--categories", "nodefect"], "defect"),

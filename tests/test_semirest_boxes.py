@@ -113,6 +113,14 @@ def test_guess_pivot_is_half_or_the_known_tokens_mean_guess():
         MixMatchConfig(guess_pivot="median").validate()
 
 
+@pytest.mark.parametrize("upsilon", [1.0, 1.5, -0.1])
+def test_upsilon_outside_0_1_is_refused(upsilon):
+    """At upsilon >= 1 no block could be unknown; Eq. 15's share is in [0, 1)."""
+    assert MixMatchConfig(upsilon=0.0).validate().upsilon == 0.0
+    with pytest.raises(ValueError, match="upsilon"):
+        MixMatchConfig(upsilon=upsilon).validate()
+
+
 def test_box_pivot_is_each_windows_unknown_mean_guess_never_below_the_known_level():
     guess = torch.tensor([[[0.2, 0.4], [0.9, 0.5]],    # window 0: unknown 0.9, 0.5 -> 0.7
                           [[0.1, 0.2], [0.25, 0.9]],   # window 1: unknown 0.2, 0.25 -> 0.225, below the known 0.3

@@ -151,9 +151,9 @@ def test_dry_run_prints_the_protocol_and_trains_nothing(ksdd2, tmp_path, capsys,
     assert not any((tmp_path / "r").rglob("*"))  # nothing written
     code = main(["semirest-table", "--dataset", "ksdd2", "--data-root", str(ksdd2), "--small", "--image-size", "64",
                  "--labelled", "2", "--results", str(tmp_path / "r"), "--no-progress", "--dry-run",
-                 "--settings", "semi", "--guess-pivot", "half"])
+                 "--settings", "semi", "--guess-pivot", "half", "--upsilon", "0.25"])
     (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
-    assert code == 0 and line["guess_pivot"] == "half"
+    assert code == 0 and line["guess_pivot"] == "half" and line["upsilon"] == 0.25
 
 
 # ----------------------------------------------------------------------------- dropout, labels, ramp

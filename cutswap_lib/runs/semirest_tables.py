@@ -317,7 +317,7 @@ def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSetting
                 values = {"lr": mix.lr, "p": mix.window_fraction, "eps_plus": mix.eps_plus,
                           "eps_minus": mix.eps_minus, "b1": mix.b1, "b2": mix.b2, "b3": mix.b3,
                           "lambda_u": mix.lambda_u, "iterations": mix.iterations, "ramp_steps": mix.ramp_steps,
-                          "dropout": mix.dropout, "guess_pivot": mix.guess_pivot}
+                          "dropout": mix.dropout, "guess_pivot": mix.guess_pivot, "upsilon": mix.upsilon}
             else:
                 cfg = setting_config(dataset, settings, setting, None, seed)
                 values = {"lr": cfg.lr, "p": cfg.window_fraction, "eps_plus": cfg.eps_plus,

@@ -95,6 +95,8 @@ class MixMatchConfig:
             raise ValueError(f"guess_pivot must be one of {GUESS_PIVOTS}, got {self.guess_pivot!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"token dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.upsilon < 1:  # at 1 no block could be unknown: every box would teach its defect as normal
+            raise ValueError(f"upsilon (Eq. 15) must be in [0, 1), got {self.upsilon}")
         return self
 
 
