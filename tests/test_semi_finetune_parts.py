@@ -36,6 +36,11 @@ def test_the_cli_refuses_a_folder_without_the_category(parts, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "semi_finetune_parts:" in err and str(tmp_path / "nothing") in err and "train/" in err
     assert not (tmp_path / "w").exists()  # nothing trained, nothing written
+    (tmp_path / "cat" / "train").mkdir(parents=True)
+    (tmp_path / "cat" / "test").mkdir()
+    assert parts.main(["--data-root", str(tmp_path), "--category", "cat", "--upsilon", "1", "--work",
+                       str(tmp_path / "w")]) == 2
+    assert "upsilon" in capsys.readouterr().err and not (tmp_path / "w").exists()
     with pytest.raises(SystemExit) as exit_:
         parts.main(["--data-root", str(tmp_path), "--category", "x", "--variants", "pivot-none"])
     assert exit_.value.code == 2

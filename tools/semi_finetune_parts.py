@@ -37,24 +37,27 @@ VARIANTS = {
     "no-dropout": {"dropout": 0.0},
     "pivot-box": {"guess_pivot": "box"},
     "pivot-half": {"guess_pivot": "half"},  # Algorithm 1 as printed
-    # Eq. (15) at upsilon 0: a block any box pixel touches is unknown, so no defect pixel is taught as normal
-    "upsilon-0": {"upsilon": 0.0},
-    "no-box-insides-upsilon-0": {"unknown_tokens": False, "upsilon": 0.0},
-    "pivot-half-upsilon-0": {"guess_pivot": "half", "upsilon": 0.0},
+    "upsilon-50": {"upsilon": 0.5},  # Eq. (15) as printed: a block a box covers by at most half is normal
 }
 
 
 START = "square+PCF+bagging+kNN"  # the unsupervised model every variant fine-tunes (Table 6's full model)
 
 
-def run_settings(seed: int) -> SemiRunSettings:
-    """``SemiRunSettings.small()`` for one seed: the table's unsupervised model and its fine-tune."""
-    return dataclasses.replace(SemiRunSettings.small(), seeds=(seed,)).validate()
+def run_settings(seed: int, upsilon: float | None = None) -> SemiRunSettings:
+    """``SemiRunSettings.small()`` for one seed: the table's unsupervised model and its fine-tune.
+
+    ``upsilon``: Eq. (15)'s threshold for every variant (None: the table's, 0 with ``--small``).
+    """
+    settings = dataclasses.replace(SemiRunSettings.small(), seeds=(seed,))
+    if upsilon is not None:
+        settings.mixmatch = dataclasses.replace(settings.mixmatch, upsilon=upsilon)
+    return settings.validate()
 
 
-def variant_config(name: str, seed: int = 0, dataset: str = "mvtec") -> MixMatchConfig:
+def variant_config(name: str, seed: int = 0, dataset: str = "mvtec", upsilon: float | None = None) -> MixMatchConfig:
     """The fine-tune of variant ``name``: the table's, with ``VARIANTS[name]`` changed (validated)."""
-    return semi_config(dataset, run_settings(seed), VARIANTS[name]).validate()
+    return semi_config(dataset, run_settings(seed, upsilon), VARIANTS[name]).validate()
 
 
 def main(argv=None) -> int:
@@ -64,6 +67,8 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="mvtec", choices=("mvtec", "btad", "ksdd2"), help="whose protocol to apply")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--upsilon", type=float, default=None,
+                   help="Eq. 15's threshold for every variant (default: the table's, 0 with --small; 0.5 is the paper's)")
     p.add_argument("--work", type=Path, default=Path("results/work/semi_finetune_parts"),
                    help="training states, so the unsupervised model trains once per seed")
     args = p.parse_args(argv)
@@ -72,11 +77,11 @@ def main(argv=None) -> int:
         print(f"semi_finetune_parts: {folder} has no train/ and test/ folders (an MVTec-layout category)",
               file=sys.stderr)
         return 2
-    for name in args.variants:  # a bad field fails here, before the unsupervised model trains
-        variant_config(name, args.seed, args.dataset)
     t0 = time.perf_counter()
     try:
-        rows = run_semirest_category(args.dataset, args.data_root, args.category, run_settings(args.seed),
+        for name in args.variants:  # a bad value fails here, before the unsupervised model trains
+            variant_config(name, args.seed, args.dataset, args.upsilon)
+        rows = run_semirest_category(args.dataset, args.data_root, args.category, run_settings(args.seed, args.upsilon),
                                      setting_names=("semi",), progress=False, checkpoints=args.work / f"seed{args.seed}",
                                      semi_variants={name: (START, VARIANTS[name]) for name in args.variants})
     except (ValueError, OSError) as err:  # DatasetError is a ValueError
