@@ -87,34 +87,27 @@ def _image_size(text: str) -> int:
     return _whole(text, MIN_IMAGE_SIZE)
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, ok, what: str) -> float:
+    """``text`` as a float for which ``ok(value)`` holds, else argparse's one-line error ``must be <what>``."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a number {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, lambda v: v > 0 and math.isfinite(v), "> 0 (finite)")
 
 
 def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+    return _number(text, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 
 
 def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+    return _number(text, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
 
 
 class _Parser(argparse.ArgumentParser):
