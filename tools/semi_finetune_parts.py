@@ -78,9 +78,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    try:
-        for name in args.variants:  # a bad value fails here, before the unsupervised model trains
-            variant_config(name, args.seed, args.dataset, args.upsilon)
+    try:  # run_settings and run_semirest_category check every value before anything is loaded or trained
         rows = run_semirest_category(args.dataset, args.data_root, args.category, run_settings(args.seed, args.upsilon),
                                      setting_names=("semi",), progress=False, checkpoints=args.work / f"seed{args.seed}",
                                      semi_variants={name: (START, VARIANTS[name]) for name in args.variants})
