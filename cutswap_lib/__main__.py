@@ -181,6 +181,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --init random, the untrained encoder's BatchNorm statistics: recomputed on the "
                         "fine-tuning images, as the fine-tuned encoders' are (default; a course choice), or as "
                         "initialised (the earlier baseline, which fine-tuning beats by its statistics alone)")
+    p.add_argument("--stem", choices=["auto", "train", "freeze"], default=None,
+                   help="the encoder's stem (first convolution + BatchNorm) during fine-tuning: frozen or trained; "
+                        "auto (default; a course choice): frozen with --init random, where the 3-way task rewrites "
+                        "the small random stem in its first steps, trained from ImageNet")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (one JSON line per category x method x variant x seed, with the planner's "
                         "peak host / device memory and CPU / T4 time per stage) and exit without training or "
@@ -323,7 +327,7 @@ def _gallery(args, profile) -> int:
 def _cutswap_table(args, profile) -> int:
     settings = (cutswap_tables.RunSettings.small() if args.small else cutswap_tables.RunSettings.cpu()
                 if args.cpu else cutswap_tables.RunSettings())
-    for name in ("epochs", "lr", "image_size", "train_size", "init", "train_per", "overlap", "untrained_bn"):
+    for name in ("epochs", "lr", "image_size", "train_size", "init", "train_per", "overlap", "untrained_bn", "stem"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
     if args.coresets is not None:

@@ -203,3 +203,26 @@ def test_the_lr_option_reaches_the_training_and_its_checkpoint_folder(tiny, tmp_
         assert plans[None][method]["checkpoint"] != plans["0.001"][method]["checkpoint"]
         assert plans[None][method]["settings"]["lr"] == 0.03 and plans["0.001"][method]["settings"]["lr"] == 0.001
     assert not (tmp_path / "work").exists()
+
+
+# --------------------------------------------------------------------------- the stem from random init
+def test_the_stem_choice_follows_the_start_and_reaches_the_plan(tiny, tmp_path, capsys):
+    from cutswap_lib.runs import RunSettings
+
+    assert RunSettings(init="random").stem_frozen and not RunSettings(init="imagenet").stem_frozen  # "auto"
+    assert RunSettings(init="imagenet", stem="freeze").stem_frozen
+    assert not RunSettings(init="random", stem="train").stem_frozen
+    with pytest.raises(ValueError, match="stem must be"):
+        RunSettings(stem="frozen").validate()
+    plans = {}
+    for stem in (None, "freeze"):
+        assert run(tiny / "first", tmp_path, "--dry-run", *(["--stem", stem] if stem else [])) == 0
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        plans[stem] = {x["method"]: x for x in lines}
+    for method in ("cutpaste", "cutswap"):  # --small starts from ImageNet: "auto" trains the stem
+        assert plans[None][method]["config"]["freeze_stem"] is False
+        assert plans["freeze"][method]["config"]["freeze_stem"] is True
+        assert plans["freeze"][method]["encoder"].endswith(", stem frozen")
+        assert plans[None][method]["checkpoint"] != plans["freeze"][method]["checkpoint"]
+    assert plans["freeze"]["resnet18"]["encoder"] == plans[None]["resnet18"]["encoder"]  # nothing to freeze
+    assert not (tmp_path / "work").exists()

@@ -174,3 +174,29 @@ def test_a_finished_run_reloads_without_its_saliency_maps(tiny_data, tmp_path):
     again, _ = train_three_way(images, None, config(epochs=2), checkpoint_dir=tmp_path, device="cpu", progress=False)
     wa, wb = weights_of(first), weights_of(again)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)  # running statistics included
+
+
+@pytest.mark.parametrize("backbone, conv, norm", [("resnet18", "conv1", "bn1"),
+                                                  ("vgg16", "features.0", None),
+                                                  ("efficientnet_lite0", "_conv_stem", "_bn0")])
+def test_the_stem_is_the_first_convolution_and_its_batchnorm(backbone, conv, norm):
+    net = ThreeWayNet(backbone, None).encoder.net
+    expected = list(net.get_submodule(conv).parameters()) + (list(net.get_submodule(norm).parameters()) if norm else [])
+    assert [id(p) for p in train.stem_parameters(net)] == [id(p) for p in expected]
+    assert isinstance(net.get_submodule(conv), torch.nn.Conv2d)
+    with pytest.raises(ValueError, match="no convolution"):
+        train.stem_parameters(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_a_frozen_stem_stays_as_it_starts_while_the_rest_trains(tiny_data):
+    images, maps = tiny_data
+    torch.manual_seed(0)
+    start = weights_of(ThreeWayNet("resnet18", None))  # what train_three_way starts from with seed 0
+    for freeze in (True, False):
+        model, _ = train_three_way(images, maps, config(epochs=2, freeze_stem=freeze), device="cpu",
+                                   progress=False)
+        end = weights_of(model)
+        stem = ("encoder.net.conv1.weight", "encoder.net.bn1.weight", "encoder.net.bn1.bias")
+        assert all(torch.equal(end[k], start[k]) for k in stem) == freeze
+        assert not torch.equal(end["encoder.net.layer1.0.conv1.weight"], start["encoder.net.layer1.0.conv1.weight"])
+        assert all(p.requires_grad for p in model.parameters())  # the returned model is whole again

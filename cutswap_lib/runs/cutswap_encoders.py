@@ -120,7 +120,7 @@ class Job:
     def label(self) -> str:
         """The encoder as the rows name it, e.g. ``resnet18 / random init + cutswap fine-tuning``."""
         if self.config is not None:
-            return f"{self.encoder.label} + {self.method} fine-tuning"
+            return f"{self.encoder.label} + {self.method} fine-tuning" + (", stem frozen" if self.config.freeze_stem else "")
         return self.encoder.label + (", BatchNorm statistics of the normal images" if self.bn_batch else "")
 
     @property
