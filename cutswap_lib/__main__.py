@@ -163,7 +163,8 @@ def _parser() -> argparse.ArgumentParser:
                                     "per image and step, seeds 0 1 2 (PatchCore at 224 px on every image)")
     profile_group.add_argument("--cpu", action="store_true",
                                help="CPU profile for --init random: one encoder per category, 20 epochs on 40 "
-                                    "images fine-tuned at 64 px, PatchCore at 128 px, coreset 0.1, seeds 0 1 2")
+                                    "images fine-tuned at 64 px (stem frozen: --stem auto), PatchCore at 128 px, coreset "
+                                    "0.1, seeds 0 1 2")
     p.add_argument("--backbone", choices=BACKBONES, default="resnet18",
                    help="the encoder, in place of the paper's ResNet18 in every column (the 'resnet18' rows are "
                         "then this network before fine-tuning; the saliency network stays VGG16). Default: resnet18")
