@@ -43,6 +43,28 @@ def test_box_key_and_hidden_defect_blocks():
     assert vb.normal_blocks_with_defect(masks, labels) == (0, 0.0)
 
 
+def test_unknown_block_truth_counts_eq14_labels_inside_the_boxes_like_a_loop():
+    gen = torch.Generator().manual_seed(3)
+    masks = (torch.rand(3, 32, 32, generator=gen) > 0.8).float()
+    masks[0, 2:14, 3:9] = 1  # a blob
+    masks[1, 10, 0:30] = 1   # a thin horizontal crack
+    boxes = [[(3, 2, 9, 14)], [(0, 10, 30, 11)], [(0, 0, 16, 16), (20, 20, 32, 32)]]
+    box_labels = box_block_labels(torch.stack([box_pixel_labels(b, (32, 32)) for b in boxes]), (8, 8), 0.0)
+    got = vb.unknown_block_truth(masks, box_labels, eps_plus=0.25, eps_minus=0.08)
+    counts = {"anomalous": 0, "normal": 0, "ignored": 0}
+    for b in range(3):  # brute force: each unknown block's share of defect pixels, Eq. 14 by hand
+        for i in range(8):
+            for j in range(8):
+                if box_labels[b, i, j] == UNKNOWN:
+                    share = float(masks[b, 4 * i:4 * i + 4, 4 * j:4 * j + 4].mean())
+                    counts["anomalous" if share > 0.25 else "normal" if share < 0.08 else "ignored"] += 1
+    n = sum(counts.values())
+    assert got["unknown blocks"] == n == int((box_labels == UNKNOWN).sum()) > 0
+    for key, count in counts.items():
+        assert got[key] == pytest.approx(count / n)
+    assert vb.unknown_block_truth(masks, torch.zeros(3, 8, 8, dtype=torch.long))["unknown blocks"] == 0
+
+
 # --------------------------------------------------------------------------- figures
 def test_show_annotation_levels_and_boxes():
     images, masks, boxes, blocks, box_blocks = tiny()

@@ -36,7 +36,7 @@ from .bagging import (moving_average, show_block_labels, show_distance_histogram
                       show_window_vs_bagged, window_on_grid)
 from .boxes import (BoxAnnotator, normal_blocks_with_defect, show_annotation_levels, show_boxes,
                     show_cost_vs_accuracy, show_finetune_curves, show_lambda_u_ramp, show_mixup,
-                    show_pseudo_labels)
+                    show_pseudo_labels, unknown_block_truth)
 
 __all__ = [
     "PIPELINE_STAGES", "BoxAnnotator", "TracedNegatives", "bagging", "boxes", "common", "data", "draw_anchor_boxes",
@@ -52,5 +52,6 @@ __all__ = [
     "show_residual_maps", "show_residual_sparsity", "show_saliency_levels", "show_samples",
     "show_score_histogram", "show_semirest_history", "show_sliding_windows", "show_synthetic_anomalies",
     "show_token_dropout", "show_training_curves", "show_window_coverage", "show_window_vs_bagged",
-    "token_norm_map", "top_channel_share", "traced_negatives", "training", "window_on_grid",
+    "token_norm_map", "top_channel_share", "traced_negatives", "training", "unknown_block_truth",
+    "window_on_grid",
 ]

@@ -17,7 +17,8 @@ normal blue, anomalous orange, ignored grey; box labels normal green, unknown ye
 * :func:`show_cost_vs_accuracy` – seconds of annotation per image against AP / PRO / pixel
   AUROC (the paper's Fig. 5), one column per source of numbers.
 
-Helper: :func:`normal_blocks_with_defect` (how much defect a "normal" block label may hide);
+Helpers: :func:`normal_blocks_with_defect` (how much defect a "normal" block label may hide),
+:func:`unknown_block_truth` (how much of a box's unknown blocks is defect, by the mask);
 the name of a test image in a box file is :func:`cutswap_lib.semirest.box_key`.
 :class:`BoxAnnotator` draws boxes on test images with ipywidgets (imported only when its
 widget is built) and writes them with :func:`cutswap_lib.semirest.save_boxes`.
@@ -43,7 +44,7 @@ from ..semirest.losses import IGNORE
 from ..semirest.mixmatch import lambda_u_at, sharpen
 from .common import _images_hwc, _maps_nhw, _numpy, _show_image, _titles, overlay_mask_contour
 
-__all__ = ["normal_blocks_with_defect", "show_annotation_levels", "show_boxes",
+__all__ = ["normal_blocks_with_defect", "unknown_block_truth", "show_annotation_levels", "show_boxes",
            "show_pseudo_labels", "show_mixup", "show_lambda_u_ramp", "show_finetune_curves",
            "show_cost_vs_accuracy", "BoxAnnotator"]
 
@@ -67,6 +68,24 @@ def normal_blocks_with_defect(masks, labels) -> tuple[int, float]:
     share = anomalous_share(m.unsqueeze(1), tuple(lab.shape[-2:])).cpu()  # (B, h, w)
     hidden = share[(lab == 0) & (share > 0)]
     return int(hidden.numel()), float(hidden.max()) if hidden.numel() else 0.0
+
+
+def unknown_block_truth(masks, box_labels, eps_plus: float = 0.25, eps_minus: float = 0.08) -> dict[str, float]:
+    """What the boxes' unknown blocks hold, by the mask: the shares Eq. 14 would label anomalous / normal / ignored.
+
+    ``masks`` ``(B, H, W)`` in {0, 1}; ``box_labels`` ``(B, h, w)`` Eq. 15 block labels in {0, UNKNOWN}.
+    Returns ``{"unknown blocks": n, "anomalous": a, "normal": m, "ignored": i}`` with ``a + m + i = 1``
+    (all zero when no block is unknown). MixMatch has to find the anomalous share among the unknown
+    blocks from its own guesses: a thin crack's box is mostly normal blocks, a stain's mostly anomalous.
+    """
+    m = torch.as_tensor(masks).float()
+    unknown = torch.as_tensor(box_labels).cpu() == UNKNOWN
+    share = anomalous_share(m.unsqueeze(1), tuple(unknown.shape[-2:])).cpu()[unknown]  # (n,) of the unknown blocks
+    n = int(share.numel())
+    if n == 0:
+        return {"unknown blocks": 0, "anomalous": 0.0, "normal": 0.0, "ignored": 0.0}
+    anomalous, normal = float((share > eps_plus).sum()) / n, float((share < eps_minus).sum()) / n
+    return {"unknown blocks": n, "anomalous": anomalous, "normal": normal, "ignored": 1.0 - anomalous - normal}
 
 
 def _label_overlay(ax, labels, colours: Mapping, size: tuple[int, int], alpha: float = 0.55) -> None:
