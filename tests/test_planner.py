@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from cutswap_lib.runs import planner
 from cutswap_lib.semirest.model import SemiRESTConfig
@@ -172,10 +173,18 @@ def test_the_cpu_epoch_estimate_is_counted_and_near_the_timed_step():
     from cutswap_lib.runs import planner
 
     config = TrainConfig(batch_size=4)
-    planner.cpu_rates.cache_clear()  # this CPU's rate now, next to the timed step (not one cached under other load)
-    t0 = time.perf_counter()
-    counted = estimate_epoch_seconds(config, 8, 64, 2, "cpu")  # timed=None: counted on a CPU
-    counted_s = time.perf_counter() - t0
-    timed = estimate_epoch_seconds(config, 8, 64, 2, "cpu", timed=True)
+    # One thread for both: with two threads on a 2-core machine that runs other jobs, each parallel region waits
+    # for a descheduled partner, and the two clocks scatter either way (measured 0.25 and 17 under such load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        planner.cpu_rates.cache_clear()  # this CPU's rate now, next to the timed step (not one cached under other load)
+        t0 = time.perf_counter()
+        counted = estimate_epoch_seconds(config, 8, 64, 2, "cpu")  # timed=None: counted on a CPU
+        counted_s = time.perf_counter() - t0
+        timed = estimate_epoch_seconds(config, 8, 64, 2, "cpu", timed=True)
+    finally:
+        torch.set_num_threads(threads)
+        planner.cpu_rates.cache_clear()  # the one-thread rate is not this process's rate
     assert 0.33 < counted / timed < 3  # the same order: FLOPs over a measured rate, against a clock
     assert counted_s < 30
