@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-__all__ = ["image_auroc", "pixel_auroc", "pixel_ap", "pro_curve", "aupro", "evaluate"]
+__all__ = ["image_auroc", "pixel_auroc", "pixel_ap", "pixel_ap_by_kind", "pro_curve", "aupro", "evaluate"]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=int)  # 8-connectivity, as in the MVTec evaluation
 
@@ -173,6 +173,33 @@ def pixel_ap(masks, maps) -> float:
     m, a = _pixels(*_masks_and_maps(masks, maps, "pixel_ap"))
     _need_both_classes(m, "pixel", "pixel_ap")
     return float(average_precision_score(m, a))
+
+
+def pixel_ap_by_kind(masks, maps, kinds, normal: str = "good") -> dict[str, float]:
+    """Pixel AP of each defect kind on its own: that kind's images plus every ``normal`` image.
+
+    ``kinds``: one name per image (e.g. MVTec's ``test/<kind>/`` folder), ``normal`` naming the
+    defect-free ones. One ranking over all kinds (:func:`pixel_ap`) also measures how one kind's
+    scores compare with another's; this measures each kind against the normal pixels alone, as a
+    model trained or evaluated on that kind only would be. A kind whose masks hold no defect
+    pixel is left out. Returns ``{kind: AP}`` in sorted order; ``{}`` without any defect kind.
+    """
+    kinds = list(kinds)
+    n = len(masks)
+    if len(kinds) != n or len(maps) != n:
+        raise ValueError(f"pixel_ap_by_kind: {n} masks, {len(maps)} maps and {len(kinds)} kinds; "
+                         "expected one of each per image")
+    out = {}
+    for kind in sorted(set(kinds) - {normal}):
+        chosen = [i for i, k in enumerate(kinds) if k in (kind, normal)]
+        sub_masks = [_to_numpy(masks[i], "masks") for i in chosen]
+        if not any(m.any() for m in sub_masks):
+            continue
+        sub_maps = [_to_numpy(maps[i], "maps") for i in chosen]
+        if len({m.shape for m in sub_masks}) == 1:  # one (N, ...) stack; ragged sizes go as lists (see _ragged)
+            sub_masks, sub_maps = np.stack(sub_masks), np.stack(sub_maps)
+        out[kind] = pixel_ap(sub_masks, sub_maps)
+    return out
 
 
 def _pixels(m: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -234,3 +234,37 @@ def test_images_of_different_sizes_are_each_evaluated_at_their_own_size():
     assert aupro(masks, maps) == pytest.approx(reference, abs=1e-9)
     with pytest.raises(ValueError, match="same"):
         pixel_ap([np.zeros((3, 3))], [np.zeros((3, 4))])
+
+
+def test_pixel_ap_by_kind_ranks_each_kind_against_the_normal_images_alone():
+    """Reference: sklearn on the concatenated pixels of one kind's images and the normal images. A map that
+    ranks each kind perfectly on its own but puts one kind below the other's normal pixels scores 1.0 per
+    kind and below 1.0 on the pooled ranking (what one pooled AP cannot separate). Works on tensors, on
+    ragged per-image sizes, and refuses a kinds list of the wrong length."""
+    rng = np.random.default_rng(3)
+    kinds = ["good", "crack", "stain", "good", "crack", "stain"]
+    masks = random_masks(rng, n=6, h=8, w=8)
+    masks[[0, 3]] = 0
+    maps = rng.random(masks.shape) + 0.7 * masks
+    got = metrics.pixel_ap_by_kind(torch.from_numpy(masks), torch.from_numpy(maps), kinds)
+    assert list(got) == ["crack", "stain"]
+    for kind in got:
+        idx = [i for i, k in enumerate(kinds) if k in (kind, "good")]
+        ref = average_precision_score(masks[idx].ravel(), maps[idx].ravel())
+        assert got[kind] == pytest.approx(ref, abs=1e-6)
+    # separable per kind, not pooled: cracks score 2 on defects, stains' *normal* pixels score 3
+    sep = np.where(masks > 0, 2.0, 0.0)
+    sep[[2, 5]] = np.where(masks[[2, 5]] > 0, 4.0, 3.0)
+    assert metrics.pixel_ap_by_kind(masks, sep, kinds) == {"crack": 1.0, "stain": 1.0}
+    assert metrics.pixel_ap(masks, sep) < 0.9
+    # ragged sizes: the same as pixel_ap on that kind's list
+    ragged_m = [np.zeros((6, 10), bool), np.zeros((9, 4), bool), np.zeros((5, 5), bool)]
+    ragged_m[1][4:8, 1:3] = True
+    ragged_a = [rng.random(m.shape) + 0.5 * m for m in ragged_m]
+    assert metrics.pixel_ap_by_kind(ragged_m, ragged_a, ["good", "crack", "good"]) == \
+        {"crack": pytest.approx(metrics.pixel_ap(ragged_m, ragged_a))}
+    # a kind without defect pixels is left out; nothing but normal images gives {}
+    empty = [np.zeros_like(m) for m in ragged_m]
+    assert metrics.pixel_ap_by_kind(empty, ragged_a, ["good", "good", "stain"]) == {}
+    with pytest.raises(ValueError, match="one of each per image"):
+        metrics.pixel_ap_by_kind(masks, maps, kinds[:-1])

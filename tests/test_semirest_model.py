@@ -168,6 +168,14 @@ def test_semirest_table_on_a_tiny_mvtec_folder(tiny_mvtec, tmp_path):
     assert float(unsup["paper_ap"]) == pytest.approx(0.941)  # SemiREST, bottle, Table 1
     table = (tmp_path / "semirest_mvtec.md").read_text()
     assert "SemiREST" in table and "PatchCore" in table
+    # each row's AP per defect kind: every test folder's kind (the normal 'good' aside), each AP a probability
+    kinds = sorted(d.name for d in (tiny_mvtec / "bottle" / "test").iterdir() if d.name != "good")
+    for r in rows:
+        if r["setting"] != "unsupervised":  # two labelled images left: a kind may have gone from the test set
+            continue
+        parsed = dict(item.split("=") for item in r["ap_by_kind"].split(";"))
+        assert sorted(parsed) == kinds and all(0 <= float(v) <= 1 for v in parsed.values())
+    assert "AP by kind" in table.splitlines()[0]  # the Markdown's header names the column
 
 
 def test_semirest_table_resumes_an_interrupted_category_from_its_training_states(tiny_mvtec, tmp_path,

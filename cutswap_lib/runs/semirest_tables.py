@@ -62,7 +62,7 @@ from .semirest_protocols import SETTINGS, protocol
 EVAL_SIZES = ("native", "square")
 POSITION_SPACINGS = {"paper": 8.0, "mae": 4.0}  # freq_exponent of Eq. (3): as printed, or MAE's (authors' code)
 COLUMNS = ["dataset", "category", "setting", "method", "variant", "seed", "ap", "pro", "pixel_auroc",
-           "image_auroc", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "labelled_from", "n_test",
+           "image_auroc", "ap_by_kind", "paper_ap", "paper_pro", "paper_pixel_auroc", "n_labelled", "labelled_from", "n_test",
            "boxes", "eval_size", "foreground", "textures", "backbone", "train_s", "predict_s", "settings"]
 FOREGROUNDS = ("auto", "otsu", "none")
 ROW_KEY = ("dataset", "category", "setting", "method", "variant", "seed", "settings")  # see results.merge_rows
@@ -272,9 +272,19 @@ def _variant_name(row: dict, with_semi_modules: bool = True) -> str:
     return name
 
 
-def _metrics(masks, maps, labels, scores) -> dict:
+def _metrics(masks, maps, labels, scores, kinds) -> dict:
+    """The row's metrics; ``kinds`` (one defect-kind name per image, ``good`` for normal ones) adds
+    ``ap_by_kind``: each kind's pixel AP against the normal images alone (:func:`metrics.pixel_ap_by_kind`),
+    written ``"crack=0.1234;stain=0.5678"`` (empty with fewer than two kinds: then it is ``ap``)."""
+    by_kind = metrics.pixel_ap_by_kind(masks, maps, kinds)
     return {"ap": metrics.pixel_ap(masks, maps), "pro": metrics.aupro(masks, maps),
-            "pixel_auroc": metrics.pixel_auroc(masks, maps), "image_auroc": metrics.image_auroc(labels, scores)}
+            "pixel_auroc": metrics.pixel_auroc(masks, maps), "image_auroc": metrics.image_auroc(labels, scores),
+            "ap_by_kind": ";".join(f"{k}={v:.4f}" for k, v in by_kind.items()) if len(by_kind) > 1 else ""}
+
+
+def defect_kinds(paths) -> list[str]:
+    """Each test image's defect kind: its folder's name (MVTec's ``test/<kind>/``; ``good`` is normal)."""
+    return [Path(p).parent.name for p in paths]
 
 
 def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSettings,
@@ -410,6 +420,7 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                                        settings.n_labelled, seed, size)
                 lab = (*lab, [boxes_from_mask(m) for m in lab[1]])
             te, tm, tl = test[keep], select_masks(eval_masks, keep), labels[keep]
+            tk = [k for k, kept in zip(defect_kinds(test_paths), keep.tolist()) if kept]
             base = {"dataset": dataset, "category": category, "setting": setting, "seed": seed,
                     "n_labelled": len(lab[0]) if lab else 0, "labelled_from": source, "n_test": int(keep.sum()),
                     "boxes": (settings.box_file if drawn else "masks") if setting == "semi" else None,
@@ -425,10 +436,10 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                                                    seed, None, **data)[0]
                     pretrained = unsup_models[start]
                     if i == 0:  # the baselines on the same test images: PatchCore, and the model before fine-tuning
-                        rows.append(_patchcore_row(base, pretrained.memory, train, te, tm, tl, settings, seed,
-                                                   device))
+                        rows.append(_patchcore_row(base, pretrained.memory, train, te, tm, tl, tk, settings,
+                                                   seed, device))
                         _report(rows[-1], progress)
-                        rows.append(_semirest_row(base, pretrained, NOT_FINETUNED, te, tm, tl, 0.0))
+                        rows.append(_semirest_row(base, pretrained, NOT_FINETUNED, te, tm, tl, tk, 0.0))
                         _report(rows[-1], progress)
                     model = semi_copy(pretrained)  # shares memory and pools; its own Swin
                     t0 = time.perf_counter()
@@ -436,7 +447,7 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                     folder, key = _finetune_states(checkpoints, variant, seed, pretrained, lab[0], boxes, mix)
                     finetune_with_boxes(model, lab[0], boxes, mix,
                                         progress=progress, checkpoint_dir=folder, fingerprint=key)
-                    rows.append(_semirest_row(base, model, variant, te, tm, tl, time.perf_counter() - t0))
+                    rows.append(_semirest_row(base, model, variant, te, tm, tl, tk, time.perf_counter() - t0))
                     _report(rows[-1], progress)
                 continue
             anomalous = (lab[0], lab[1].unsqueeze(1).float()) if lab else None
@@ -449,11 +460,11 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                 model, train_s = trained[key]
                 model = _with_inference(model, setting_config(dataset, settings, setting, spec, seed))
                 if variant == next(iter(variants)):  # the baseline, once per seed and setting
-                    rows.append(_patchcore_row(base, model.memory, train, te, tm, tl, settings, seed, device))
+                    rows.append(_patchcore_row(base, model.memory, train, te, tm, tl, tk, settings, seed, device))
                     _report(rows[-1], progress)
                 if setting == "unsupervised":
                     unsup_models["square+PCF+bagging+kNN" if spec is None else variant] = model
-                rows.append(_semirest_row(base, model, variant, te, tm, tl, train_s))
+                rows.append(_semirest_row(base, model, variant, te, tm, tl, tk, train_s))
                 _report(rows[-1], progress)
     return rows
 
@@ -509,17 +520,17 @@ def _finetune_states(checkpoints, variant, seed, pretrained, images, boxes, mix:
     return Path(checkpoints) / f"semi_{variant}_seed{seed}_{key}", key
 
 
-def _semirest_row(base: dict, model: SemiREST, variant: str, test, masks, labels, train_s: float) -> dict:
+def _semirest_row(base: dict, model: SemiREST, variant: str, test, masks, labels, kinds, train_s: float) -> dict:
     t0 = time.perf_counter()
     scores, maps = _maps_at(lambda x, size: model.predict(x, output_size=size), test, masks)
     model.timings["predict"] = time.perf_counter() - t0
-    return {**base, "method": "semirest", "variant": variant, **_metrics(masks, maps, labels, scores),
+    return {**base, "method": "semirest", "variant": variant, **_metrics(masks, maps, labels, scores, kinds),
             **_paper(base["dataset"], base["setting"], base["category"], "semirest", variant),
             "backbone": model.memory.features.extractor.name, "train_s": train_s,
             "predict_s": model.timings["predict"]}
 
 
-def _patchcore_row(base: dict, memory: ResidualMemory, train, test, masks, labels, settings, seed,
+def _patchcore_row(base: dict, memory: ResidualMemory, train, test, masks, labels, kinds, settings, seed,
                    device) -> dict:
     """PatchCore on the same backbone, coreset ratio, test images and evaluation size as SemiREST.
 
@@ -534,7 +545,7 @@ def _patchcore_row(base: dict, memory: ResidualMemory, train, test, masks, label
         return scores, upsample_and_smooth(maps.unsqueeze(1), size, settings.config.sigma)[:, 0]
 
     scores, maps = _maps_at(predict, test, masks)
-    return {**base, "method": "patchcore", "variant": "paper", **_metrics(masks, maps, labels, scores),
+    return {**base, "method": "patchcore", "variant": "paper", **_metrics(masks, maps, labels, scores, kinds),
             **_paper(base["dataset"], base["setting"], base["category"], "patchcore", "paper"),
             "backbone": memory.features.extractor.name, "train_s": None,
             "predict_s": time.perf_counter() - t0}
@@ -549,8 +560,19 @@ def _paper(dataset, setting, category, method, variant) -> dict:
 def _report(row: dict, progress: bool) -> None:
     """One line per result, with or without progress bars (``progress`` is kept for the call sites)."""
     print(f"  {row['category']} {row['setting']:12s} {row['method']:9s} {row['variant']:24s} seed "
-          f"{row['seed']}: AP {row['ap']:.3f} PRO {row['pro']:.3f} pixel AUROC {row['pixel_auroc']:.3f}",
+          f"{row['seed']}: AP {row['ap']:.3f} PRO {row['pro']:.3f} pixel AUROC {row['pixel_auroc']:.3f}"
+          + (f" (AP by kind: {row['ap_by_kind'].replace(';', ', ')})" if row.get("ap_by_kind") else ""),
           flush=True)
+
+
+def _kind_cell(group: list[dict]) -> str:
+    """``"crack 0.142, stain 0.601"``: each kind's AP, mean over the group's seeds (rows without it: '')."""
+    values: dict[str, list[float]] = {}
+    for row in group:
+        for item in filter(None, (row.get("ap_by_kind") or "").split(";")):
+            kind, value = item.split("=")
+            values.setdefault(kind, []).append(float(value))
+    return ", ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in values.items())
 
 
 def semirest_layout(rows: list[dict]) -> str:
@@ -558,7 +580,9 @@ def semirest_layout(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["category"], r["setting"], r["method"], r["variant"]), []).append(r)
-    header = ["category", "setting", "method", "AP", "PRO", "pixel AUROC", "image AUROC", "paper AP / PRO / pixel AUROC"]
+    by_kind = any(r.get("ap_by_kind") for r in rows)
+    header = ["category", "setting", "method", "AP", "PRO", "pixel AUROC", "image AUROC",
+              *(["AP by kind"] if by_kind else []), "paper AP / PRO / pixel AUROC"]
     table = []
     for (category, setting, method, variant), group in groups.items():
         def cell(key):
@@ -570,7 +594,7 @@ def semirest_layout(rows: list[dict]) -> str:
         name = {"patchcore": "PatchCore", "semirest": "SemiREST"}[method] + ("" if variant == "paper" else f" {variant}")
         table.append({"category": category, "setting": setting, "method": name, "AP": cell("ap"),
                       "PRO": cell("pro"), "pixel AUROC": cell("pixel_auroc"), "image AUROC": cell("image_auroc"),
-                      "paper AP / PRO / pixel AUROC": paper_txt})
+                      "AP by kind": _kind_cell(group), "paper AP / PRO / pixel AUROC": paper_txt})
     seeds = len({r["seed"] for r in rows})
     note = (f"\nMean{' ± std' if seeds > 1 else ''} over {seeds} seed(s). Supervised rows are evaluated on the "
             "test set without the labelled anomalous images (PatchCore too); in the semi-supervised setting, "
@@ -579,6 +603,9 @@ def semirest_layout(rows: list[dict]) -> str:
     if sources:
         named = {"masks": "one tight box around each defect region of the mask"}
         note += f" Semi-supervised boxes: {', '.join(named.get(x, x) for x in sources)}."
+    if by_kind:
+        note += (" AP by kind: each defect kind's images and the normal ones, ranked on their own (the AP column "
+                 "ranks every kind in one list).")
     return format_results_table(table, header) + "\n" + note
 
 
