@@ -162,9 +162,10 @@ def _parser() -> argparse.ArgumentParser:
                                help="CPU profile: 3 epochs on 20 images fine-tuned at 128 px, one saliency level "
                                     "per image and step, seeds 0 1 2 (PatchCore at 224 px on every image)")
     profile_group.add_argument("--cpu", action="store_true",
-                               help="CPU profile for --init random: one encoder per category, 20 epochs on 40 "
-                                    "images fine-tuned at 64 px (stem frozen: --stem auto), PatchCore at 128 px, coreset "
-                                    "0.1, seeds 0 1 2")
+                               help="CPU profile for --init random: one encoder per category, 40 images fine-tuned at "
+                                    "64 px for 20 epochs on the toy data and 80 on any other --dataset (real images "
+                                    "learn the 3-way task later; RunSettings.cpu), stem frozen (--stem auto), "
+                                    "PatchCore at 128 px, coreset 0.1, seeds 0 1 2")
     p.add_argument("--backbone", choices=BACKBONES, default="resnet18",
                    help="the encoder, in place of the paper's ResNet18 in every column (the 'resnet18' rows are "
                         "then this network before fine-tuning; the saliency network stays VGG16). Default: resnet18")
@@ -326,7 +327,7 @@ def _gallery(args, profile) -> int:
 
 
 def _cutswap_table(args, profile) -> int:
-    settings = (cutswap_tables.RunSettings.small() if args.small else cutswap_tables.RunSettings.cpu()
+    settings = (cutswap_tables.RunSettings.small() if args.small else cutswap_tables.RunSettings.cpu(args.dataset)
                 if args.cpu else cutswap_tables.RunSettings())
     for name in ("epochs", "lr", "image_size", "train_size", "init", "train_per", "overlap", "untrained_bn", "stem"):
         if getattr(args, name) is not None:

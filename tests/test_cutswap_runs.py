@@ -1,6 +1,7 @@
 """CutSwap tables you can trust: equal budgets, anchors that stay salient, run identity, records, dry runs."""
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -229,4 +230,24 @@ def test_the_stem_choice_follows_the_start_and_reaches_the_plan(tiny, tmp_path, 
         assert plans["freeze"][method]["encoder"].endswith(", stem frozen")
         assert plans[None][method]["checkpoint"] != plans["freeze"][method]["checkpoint"]
     assert plans["freeze"]["resnet18"]["encoder"] == plans[None]["resnet18"]["encoder"]  # nothing to freeze
+    assert not (tmp_path / "work").exists()
+
+
+def test_the_cpu_profile_trains_longer_on_real_images_and_epochs_overrides_it(tiny, tmp_path, capsys):
+    """``--cpu``: 20 epochs on the toy data, 80 on any other dataset (RunSettings.cpu says why); ``--epochs`` wins."""
+    from cutswap_lib.runs import RunSettings
+    from cutswap_lib.runs.cutswap_tables import CPU_EPOCHS
+
+    assert RunSettings.cpu().epochs == CPU_EPOCHS["toy"] == 20
+    assert RunSettings.cpu("mvtec").epochs == RunSettings.cpu("visa").epochs == CPU_EPOCHS["real"] == 80
+    assert dataclasses.replace(RunSettings.cpu("mvtec"), epochs=20) == RunSettings.cpu()  # nothing else differs
+    epochs = {}
+    for extra in ((), ("--epochs", "3")):
+        code = main(["cutswap-table", "--dataset", "mvtec", "--data-root", str(tiny / "first"), "--categories",
+                     "bottle", "--init", "random", "--cpu", "--seeds", "0", "--results", str(tmp_path),
+                     "--device", "cpu", "--no-progress", "--dry-run", *extra])
+        assert code == 0
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        epochs[extra] = {x["config"]["epochs"] for x in lines if x["method"] != "resnet18"}
+    assert epochs == {(): {80}, ("--epochs", "3"): {3}}
     assert not (tmp_path / "work").exists()
