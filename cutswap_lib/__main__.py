@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "per image and step, seeds 0 1 2 (PatchCore at 224 px on every image)")
     profile_group.add_argument("--cpu", action="store_true",
                                help="CPU profile for --init random: one encoder per category, 40 images fine-tuned at "
-                                    "64 px for 20 epochs on the toy data and 80 on any other --dataset (real images "
+                                    "64 px for 40 epochs on the toy data and 80 on any other --dataset (real images "
                                     "learn the 3-way task later; RunSettings.cpu), stem frozen (--stem auto), "
                                     "PatchCore at 128 px, coreset 0.1, seeds 0 1 2")
     p.add_argument("--backbone", choices=BACKBONES, default="resnet18",

@@ -234,13 +234,13 @@ def test_the_stem_choice_follows_the_start_and_reaches_the_plan(tiny, tmp_path, 
 
 
 def test_the_cpu_profile_trains_longer_on_real_images_and_epochs_overrides_it(tiny, tmp_path, capsys):
-    """``--cpu``: 20 epochs on the toy data, 80 on any other dataset (RunSettings.cpu says why); ``--epochs`` wins."""
+    """``--cpu``: 40 epochs on the toy data, 80 on any other dataset (RunSettings.cpu says why); ``--epochs`` wins."""
     from cutswap_lib.runs import RunSettings
     from cutswap_lib.runs.cutswap_tables import CPU_EPOCHS
 
-    assert RunSettings.cpu().epochs == CPU_EPOCHS["toy"] == 20
+    assert RunSettings.cpu().epochs == CPU_EPOCHS["toy"] == 40
     assert RunSettings.cpu("mvtec").epochs == RunSettings.cpu("visa").epochs == CPU_EPOCHS["real"] == 80
-    assert dataclasses.replace(RunSettings.cpu("mvtec"), epochs=20) == RunSettings.cpu()  # nothing else differs
+    assert dataclasses.replace(RunSettings.cpu("mvtec"), epochs=40) == RunSettings.cpu()  # nothing else differs
     epochs = {}
     for extra in ((), ("--epochs", "3")):
         code = main(["cutswap-table", "--dataset", "mvtec", "--data-root", str(tiny / "first"), "--categories",
