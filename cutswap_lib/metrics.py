@@ -195,10 +195,7 @@ def pixel_ap_by_kind(masks, maps, kinds, normal: str = "good") -> dict[str, floa
         sub_masks = [_to_numpy(masks[i], "masks") for i in chosen]
         if not any(m.any() for m in sub_masks):
             continue
-        sub_maps = [_to_numpy(maps[i], "maps") for i in chosen]
-        if len({m.shape for m in sub_masks}) == 1:  # one (N, ...) stack; ragged sizes go as lists (see _ragged)
-            sub_masks, sub_maps = np.stack(sub_masks), np.stack(sub_maps)
-        out[kind] = pixel_ap(sub_masks, sub_maps)
+        out[kind] = pixel_ap(sub_masks, [_to_numpy(maps[i], "maps") for i in chosen])  # lists: any sizes
     return out
 
 

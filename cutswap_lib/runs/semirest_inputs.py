@@ -26,13 +26,19 @@ from ..semirest.synthetic import otsu_foreground
 from .semirest_protocols import MVTEC_OBJECTS
 
 
+def defect_kinds(paths) -> list[str]:
+    """Each test image's defect kind: its folder's name (MVTec's ``test/<kind>/``; ``good`` is normal)."""
+    return [Path(p).parent.name for p in paths]
+
+
 def labelled_split(labels: torch.Tensor, paths: list[str], n: int, seed: int) -> torch.Tensor:
     """Indices ``(n,)`` of anomalous test images for the supervised setting, round robin over defect types."""
     gen = torch.Generator().manual_seed(seed)
+    kinds = defect_kinds(paths)
     by_type: dict[str, list[int]] = {}
     for i in torch.randperm(len(paths), generator=gen).tolist():
         if int(labels[i]) == 1:
-            by_type.setdefault(Path(paths[i]).parent.name, []).append(i)
+            by_type.setdefault(kinds[i], []).append(i)
     if sum(map(len, by_type.values())) < n:
         raise ValueError(f"the supervised setting needs {n} anomalous test images, the test set has "
                          f"{sum(map(len, by_type.values()))}")

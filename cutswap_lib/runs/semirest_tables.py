@@ -55,8 +55,8 @@ from .checks import MIN_IMAGE_SIZE, check_fraction, check_names, check_positive,
 from .cutswap_encoders import choose_network
 from .results import (fingerprint, format_results_table, merge_rows, rows_with_settings, settings_fingerprint,
                       write_csv, write_text)
-from .semirest_inputs import (boxes_from_file, check_box_files, evaluation_masks, labelled_choice, labelled_images,
-                              select_masks, synthetic_foreground, texture_sources)
+from .semirest_inputs import (boxes_from_file, check_box_files, defect_kinds, evaluation_masks, labelled_choice,
+                              labelled_images, select_masks, synthetic_foreground, texture_sources)
 from .semirest_protocols import SETTINGS, protocol
 
 EVAL_SIZES = ("native", "square")
@@ -282,11 +282,6 @@ def _metrics(masks, maps, labels, scores, kinds) -> dict:
             "ap_by_kind": ";".join(f"{k}={v:.4f}" for k, v in by_kind.items()) if len(by_kind) > 1 else ""}
 
 
-def defect_kinds(paths) -> list[str]:
-    """Each test image's defect kind: its folder's name (MVTec's ``test/<kind>/``; ``good`` is normal)."""
-    return [Path(p).parent.name for p in paths]
-
-
 def plan_semirest(dataset: str, root: Path, categories, settings: SemiRunSettings,
                   setting_names=SETTINGS, device=None) -> list[dict]:
     """The dry run: one dict per category and setting, nothing trained or written.
@@ -401,6 +396,7 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
         if empty:
             print(f"warning: {box_path} gives no box for {len(empty)} anomalous image(s) (e.g. {empty[0]}): "
                   f"all their pixels count as normal", flush=True)
+    test_kinds = defect_kinds(test_paths)
     data = {"train": train, "foreground": foreground, "sources": sources, "device": device, "progress": progress,
             "checkpoints": checkpoints}
     rows = []
@@ -420,7 +416,7 @@ def run_semirest_category(dataset: str, root: Path, category: str, settings: Sem
                                        settings.n_labelled, seed, size)
                 lab = (*lab, [boxes_from_mask(m) for m in lab[1]])
             te, tm, tl = test[keep], select_masks(eval_masks, keep), labels[keep]
-            tk = [k for k, kept in zip(defect_kinds(test_paths), keep.tolist()) if kept]
+            tk = select_masks(test_kinds, keep)  # the kept images' defect kinds (a list: as per-image masks)
             base = {"dataset": dataset, "category": category, "setting": setting, "seed": seed,
                     "n_labelled": len(lab[0]) if lab else 0, "labelled_from": source, "n_test": int(keep.sum()),
                     "boxes": (settings.box_file if drawn else "masks") if setting == "semi" else None,
